@@ -1,0 +1,7 @@
+"""recsys-llm: an LLM-augmented hybrid recommender."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

