@@ -45,3 +45,23 @@ class IdMap:
 
     def to_external(self, internal_ids: np.ndarray) -> np.ndarray:
         return self.external[np.asarray(internal_ids, dtype=np.int64)]
+
+
+def extend_ids(existing: IdMap, new_external: pd.Series) -> tuple[IdMap, np.ndarray]:
+    """Append new external ids after the existing ones (cold-start items keep every old id stable).
+
+    Returns:
+        The extended map and the new internal ids (``len(existing) .. len(existing)+m-1``).
+
+    Raises:
+        ValueError: a new id already exists, or appears twice among the new ones (both named).
+    """
+    new = normalise_external(pd.Series(new_external)).to_numpy(dtype=object)
+    dup_new = pd.Series(new)[pd.Series(new).duplicated()].tolist()
+    if dup_new:
+        raise ValueError(f"new ids repeated: {dup_new[:5]}; each new item needs a unique item_id")
+    clash = [x for x in new if x in set(existing.external.tolist())]
+    if clash:
+        raise ValueError(f"item ids already in the catalog: {clash[:5]}; use new ids (updating items is not supported yet)")
+    ids = np.arange(len(existing), len(existing) + len(new), dtype=np.int64)
+    return IdMap(np.concatenate([existing.external, new])), ids
