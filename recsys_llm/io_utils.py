@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,40 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_dir(folder: str | Path, carry_over: bool = True, owned: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``folder``; on success it replaces ``folder`` by renames.
+
+    With ``carry_over``, files of an existing ``folder`` that the caller did not write (training logs, say)
+    are copied into the new one, except names in ``owned`` (what the caller writes, possibly not every time).
+    If the swap fails, the last good ``folder`` is put back; on error inside the
+    block the temporary folder is removed and ``folder`` is untouched.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    owned = frozenset(owned)
+    tag = uuid.uuid4().hex[:8]
+    tmp = folder.parent / f".{folder.name}.tmp-{tag}"
+    old = folder.parent / f".{folder.name}.old-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if folder.exists():
+            if carry_over:
+                for f in folder.iterdir():
+                    if f.name not in owned and not (tmp / f.name).exists():
+                        (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
+            folder.rename(old)
+        tmp.rename(folder)
+    except BaseException:
+        if old.exists() and not folder.exists():
+            old.rename(folder)  # the swap failed: put the last good artifact back
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

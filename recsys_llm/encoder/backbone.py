@@ -31,6 +31,8 @@ class ArchSpec:
     """mean | cls | last"""
     lora_target_modules: tuple[str, ...]
     """Names of the linear layers LoRA adapts."""
+    fan_in_fan_out: bool = False
+    """True where the targets are Conv1D layers storing (in, out) weights (GPT-2)."""
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -42,7 +44,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "mpnet": ArchSpec("mean", ("q", "k", "v", "o")),
     "modernbert": ArchSpec("mean", ("Wqkv", "Wo")),
     # GPT-style decoders: the last non-padding token sees the whole sequence.
-    "gpt2": ArchSpec("last", ("c_attn", "c_proj")),
+    "gpt2": ArchSpec("last", ("c_attn", "c_proj"), fan_in_fan_out=True),
     "llama": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
     "mistral": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
     "qwen2": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from recsys_llm.encoder.backbone import architecture_spec
+from recsys_llm.encoder.backbone import ARCHITECTURES, architecture_spec
 
 
 def lora_target_modules(model_type: str, target_modules: list[str] | None) -> list[str]:
@@ -41,8 +41,14 @@ def apply_lora(
             "set encoder.target_modules to names of its linear layers"
         )
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
-                     modules_to_save=modules_to_save)
+                     modules_to_save=modules_to_save,
+                     fan_in_fan_out=_fan_in_fan_out(model.config.model_type))
     return get_peft_model(model, cfg)
+
+
+def _fan_in_fan_out(model_type: str) -> bool:
+    spec = ARCHITECTURES.get(model_type)
+    return bool(spec and spec.fan_in_fan_out)
 
 
 def count_trainable(model: nn.Module) -> tuple[int, int]:
