@@ -1,0 +1,342 @@
+"""Ranked lists -> metric table -> ``report.json`` / ``report.md``.
+
+`evaluate_ranked` averages the `recsys_llm.metrics` functions over users with at least one held-out item;
+`write_report` saves one row per (model, slice) with the protocol that produced it; `format_table` renders
+rows as aligned plain text for the CLI to print.
+
+Example:
+    >>> row = ResultRow("popularity", "warm", evaluate_ranked(ranked, targets, ks=[10, 50]))
+    >>> write_report(run_dir, [row], config=cfg.to_dict(), data=ds.summary())
+    >>> print(format_table([row]))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys_llm.io_utils import atomic_write_json, atomic_write_text, load_json
+from recsys_llm.metrics import hit_matrix, hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+
+__all__ = [
+    "DEFAULT_KS",
+    "METRICS",
+    "ResultRow",
+    "evaluate_ranked",
+    "format_table",
+    "load_report",
+    "metric_names",
+    "report_rows",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+DEFAULT_KS: list[int] = [10, 50]
+
+_METRIC_FNS: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
+    "Recall": recall_at_k,
+    "NDCG": ndcg_at_k,
+    "MRR": mrr_at_k,
+    "HitRate": hit_rate_at_k,
+}
+_EVERY_K = ("Recall", "NDCG")  # reported at every cut-off
+_SMALLEST_K = ("MRR", "HitRate")  # reported at the smallest cut-off only
+
+
+def metric_names(ks: Sequence[int]) -> list[str]:
+    """Metric names `evaluate_ranked` produces, in order: Recall@k, NDCG@k at every k (ascending), with
+    MRR@k and HitRate@k after those of the smallest k.
+
+    Example:
+        >>> metric_names([50, 10])
+        ['Recall@10', 'NDCG@10', 'MRR@10', 'HitRate@10', 'Recall@50', 'NDCG@50']
+    """
+    ks = _check_ks(ks)
+    names = []
+    for k in ks:
+        names += [f"{m}@{k}" for m in _EVERY_K]
+        if k == ks[0]:
+            names += [f"{m}@{k}" for m in _SMALLEST_K]
+    return names
+
+
+def _check_ks(ks: Sequence[int]) -> list[int]:
+    if len(ks) == 0 or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"ks must be a non-empty list of integers >= 1; got {list(ks)!r}")
+    return sorted({int(k) for k in ks})
+
+
+METRICS: list[str] = metric_names(DEFAULT_KS)
+"""Metric names for the default cut-offs ``[10, 50]``; `metric_names` gives them for other ``ks``."""
+
+
+def evaluate_ranked(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, float]:
+    """Mean of every metric in ``metric_names(ks)`` over users with >= 1 target, plus ``"users"``.
+
+    ``value = (1 / |U|) * sum_{u in U} metric_u`` with ``U = {u : |targets[u]| > 0}``; users without targets
+    are dropped (their per-user metrics are NaN), and ``"users" = |U|``.
+
+    Args:
+        ranked: ``(n_users, K)`` item ids best first, ``-1`` padding; ``K >= max(ks)``.
+        targets: ``n_users`` arrays of held-out item ids.
+        ks: cut-offs.
+
+    Returns:
+        ``{"Recall@10": ..., ..., "users": n}`` in `metric_names` order; NaN metrics if ``n == 0``.
+
+    Raises:
+        ValueError: ``K < max(ks)`` or bad shapes (see `recsys_llm.metrics.hit_matrix`).
+
+    Example:
+        >>> evaluate_ranked(np.array([[3, 1], [2, 0]]), [np.array([1]), np.array([])], ks=[2])
+        {'Recall@2': 1.0, 'NDCG@2': 0.6309..., 'MRR@2': 0.5, 'HitRate@2': 1.0, 'users': 1}
+    """
+    kss = _check_ks(ks)
+    ranked = np.asarray(ranked)
+    if ranked.ndim != 2:
+        raise ValueError(f"ranked must be 2-D (n_users, K); got shape {ranked.shape}")
+    if ranked.shape[1] < kss[-1]:
+        raise ValueError(
+            f"ranked lists have {ranked.shape[1]} columns but max(ks) = {kss[-1]}; retrieve at least "
+            f"{kss[-1]} items per user (pad with -1)"
+        )
+    hits, n_rel = hit_matrix(ranked, targets)
+    keep = n_rel > 0
+    n_eval = int(keep.sum())
+    if n_eval < len(n_rel):
+        logger.info(
+            "evaluating %d of %d users (%d have no held-out items)", n_eval, len(n_rel), len(n_rel) - n_eval
+        )
+    if n_eval == 0:
+        logger.warning("no user has a held-out item; every metric is NaN")
+    hits, n_rel = hits[keep], n_rel[keep]
+    out: dict[str, float] = {}
+    for name in metric_names(kss):
+        metric, k = name.split("@")
+        values = _METRIC_FNS[metric](hits, n_rel, int(k))
+        out[name] = float(values.mean()) if n_eval else math.nan
+    out["users"] = n_eval
+    return out
+
+
+@dataclass
+class ResultRow:
+    """One line of the report: a model's metrics on one slice (``note`` e.g. "oracle" or "reranked top 50")."""
+
+    model: str
+    slice: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ report
+def write_report(
+    folder: str | Path,
+    rows: list[ResultRow],
+    config: dict,
+    data: dict,
+    extra: dict | None = None,
+) -> None:
+    """Write ``report.json`` and ``report.md`` into ``folder``, each atomically.
+
+    ``report.json`` = ``{"rows", "config", "data", "protocol", "created", **extra}``; NaN metrics are stored as
+    ``null`` (strict JSON). ``extra["protocol"]`` may be a text (stored as ``protocol["description"]`` and used
+    as the protocol paragraph of the markdown) or a dict merged into ``protocol``.
+
+    Args:
+        folder: run directory (created if missing).
+        rows: results, any order; the markdown groups them by slice in order of first appearance.
+        config: the run configuration (as a dict).
+        data: dataset summary; should include its ``fingerprint``.
+        extra: more top-level keys (``protocol``, ``split``, ``timings_s``, ...).
+
+    Example:
+        >>> write_report("runs/ml", rows, cfg.to_dict(), ds.summary(), extra={"protocol": "Full ranking ..."})
+    """
+    folder = Path(folder)
+    extra = dict(extra or {})
+    if "fingerprint" not in data:
+        logger.warning("report data has no 'fingerprint'; results cannot be tied to their data")
+    protocol = _protocol(rows, config, extra)
+    extra.pop("protocol", None)
+    report = {
+        "rows": [_row_to_json(r) for r in rows],
+        "config": config,
+        "data": data,
+        "protocol": protocol,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+    atomic_write_json(folder / REPORT_JSON, report)
+    atomic_write_text(folder / REPORT_MD, _markdown(rows, report))
+    logger.info("wrote %s and %s (%d rows)", folder / REPORT_JSON, folder / REPORT_MD, len(rows))
+
+
+def load_report(folder: str | Path) -> dict[str, Any]:
+    """Read ``folder/report.json``.
+
+    Metric ``null`` values come back as NaN, and each row's metrics in the column order of
+    ``protocol["metrics"]`` (the JSON file itself has sorted keys). `report_rows` turns rows into `ResultRow`.
+    """
+    report = load_json(Path(folder) / REPORT_JSON)
+    order = list((report.get("protocol") or {}).get("metrics") or [])
+    for row in report.get("rows", []):
+        metrics = row.get("metrics", {})
+        names = [n for n in order if n in metrics] + [n for n in metrics if n not in order and n != "users"]
+        names += ["users"] if "users" in metrics else []
+        row["metrics"] = {n: math.nan if metrics[n] is None else metrics[n] for n in names}
+    return report
+
+
+def report_rows(report: dict[str, Any]) -> list[ResultRow]:
+    """The rows of a loaded report as `ResultRow` objects."""
+    return [ResultRow(r["model"], r["slice"], dict(r["metrics"]), r.get("note", "")) for r in report["rows"]]
+
+
+def _row_to_json(row: ResultRow) -> dict[str, Any]:
+    out = asdict(row)
+    out["metrics"] = {n: None if _isnan(v) else v for n, v in row.metrics.items()}
+    return out
+
+
+def _isnan(v: Any) -> bool:
+    try:
+        return math.isnan(v)
+    except TypeError:
+        return False
+
+
+def _protocol(rows: list[ResultRow], config: dict, extra: dict) -> dict[str, Any]:
+    eval_cfg = config.get("eval", {}) if isinstance(config, dict) else {}
+    split = extra.get("split", {}) if isinstance(extra.get("split"), dict) else {}
+    protocol: dict[str, Any] = {
+        "ranking": "full ranking over the catalog (no sampled negatives)",
+        "seen_items": "filtered",
+        "split": split.get("kind", config.get("split", {}).get("kind") if isinstance(config, dict) else None),
+        "ks": eval_cfg.get("ks"),
+        "cold_candidates": eval_cfg.get("cold_candidates"),
+        "metrics": [c for c in _columns(rows) if c != "users"],  # column order (report.json sorts keys)
+        "averaging": "mean over users with >= 1 held-out item",
+    }
+    given = extra.get("protocol")
+    if isinstance(given, dict):
+        protocol.update(given)
+    elif given is not None:
+        protocol["description"] = str(given)
+    return protocol
+
+
+def _protocol_text(protocol: dict[str, Any]) -> str:
+    if protocol.get("description"):
+        return str(protocol["description"])
+    cold = protocol.get("cold_candidates")
+    cold_txt = {"cold": "the cold items only", "all": "the whole catalog"}.get(str(cold), str(cold))
+    return (
+        f"Full ranking over the whole catalog (no sampled negatives); items the user has seen are filtered. "
+        f"Split: {protocol.get('split') or 'unknown'}. Cold-item slice candidates: {cold_txt}. "
+        f"Metrics are means over users with at least one held-out item."
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def _slices(rows: list[ResultRow]) -> list[str]:
+    return list(dict.fromkeys(r.slice for r in rows))
+
+
+def _columns(rows: list[ResultRow]) -> list[str]:
+    """Metric columns in order of first appearance, ``users`` last."""
+    names = list(dict.fromkeys(n for r in rows for n in r.metrics))
+    return [n for n in names if n != "users"] + (["users"] if "users" in names else [])
+
+
+def _fmt(value: Any, missing: str) -> str:
+    if value is None:
+        return missing
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    if _isnan(value):
+        return "nan"
+    return f"{float(value):.4f}"
+
+
+def _markdown(rows: list[ResultRow], report: dict[str, Any]) -> str:
+    data = report.get("data", {})
+    lines = ["# recsys-llm evaluation report", ""]
+    ident = ", ".join(f"{key} `{data[key]}`" for key in ("name", "fingerprint") if key in data)
+    lines += [f"Created {report['created']}" + (f"; data {ident}." if ident else "."), ""]
+    lines += ["## Protocol", "", _protocol_text(report["protocol"]), ""]
+    for s in _slices(rows):
+        lines += [f"## Slice: {s}", "", _markdown_table([r for r in rows if r.slice == s]), ""]
+    return "\n".join(lines)
+
+
+def _markdown_table(rows: list[ResultRow]) -> str:
+    """Rows = models, columns = metrics (4 decimals); the best value of each metric column in **bold**."""
+    cols = _columns(rows)
+    has_note = any(r.note for r in rows)
+    best: dict[str, float] = {}
+    for c in cols:
+        vals = [float(r.metrics[c]) for r in rows if c in r.metrics and not _isnan(r.metrics[c])]
+        if c != "users" and vals:
+            best[c] = max(vals)
+    header = ["model", *cols] + (["note"] if has_note else [])
+    align = ["---", *(["---:"] * len(cols))] + (["---"] if has_note else [])
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for r in rows:
+        cells = [r.model]
+        for c in cols:
+            v = r.metrics.get(c)
+            text = _fmt(v, "–")
+            if c in best and v is not None and not _isnan(v) and _fmt(v, "") == _fmt(best[c], ""):
+                text = f"**{text}**"
+            cells.append(text)
+        if has_note:
+            cells.append(r.note)
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def format_table(rows: list[ResultRow], slice: str | None = None) -> str:
+    """Aligned plain-text table: ``model | slice | metric columns | users``, one header line, 4 decimals.
+
+    Text columns are left-aligned, numbers right-aligned, columns separated by two spaces; a dashed rule
+    follows the header. Missing metrics show ``-``; NaN shows ``nan``. The CLI prints it; this returns it.
+
+    Args:
+        rows: results.
+        slice: keep only this slice's rows; ``None`` keeps all.
+
+    Example:
+        >>> print(format_table([ResultRow("popularity", "warm", {"NDCG@10": 0.0443, "users": 943})]))
+        model       slice  NDCG@10  users
+        ----------  -----  -------  -----
+        popularity  warm    0.0443    943
+    """
+    if slice is not None:
+        rows = [r for r in rows if r.slice == slice]
+    cols = _columns(rows)
+    has_note = any(r.note for r in rows)
+    header = ["model", "slice", *cols] + (["note"] if has_note else [])
+    body = [
+        [r.model, r.slice, *(_fmt(r.metrics.get(c), "-") for c in cols)] + ([r.note] if has_note else [])
+        for r in rows
+    ]
+    numeric = [False, False, *([True] * len(cols))] + ([False] if has_note else [])
+    widths = [max(len(line[j]) for line in [header, *body]) for j in range(len(header))]
+
+    def render(cells: list[str]) -> str:
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([render(header), rule, *(render(b) for b in body)])

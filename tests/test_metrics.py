@@ -1,0 +1,179 @@
+"""Ranking metrics: hand-computed values, padding, NaN for users without targets, a naive-loop cross-check."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from recsys_llm.metrics import (
+    hit_matrix,
+    hit_rate_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
+
+ALL = [recall_at_k, precision_at_k, hit_rate_at_k, ndcg_at_k, mrr_at_k]
+L2, L3, L4, L5 = (1 / math.log2(r + 1) for r in (2, 3, 4, 5))  # discounts of ranks 2..5; rank 1 -> 1
+
+
+@pytest.fixture
+def one_user():
+    # items 10..14 ranked best first; held out {11, 13, 99}: hits at ranks 2 and 4, n_rel = 3
+    hits, n_rel = hit_matrix(np.array([[10, 11, 12, 13, 14]]), [np.array([11, 13, 99])])
+    assert hits.tolist() == [[False, True, False, True, False]]
+    assert n_rel.tolist() == [3]
+    return hits, n_rel
+
+
+def test_hand_computed_k5(one_user):
+    hits, n_rel = one_user
+    assert recall_at_k(hits, n_rel, 5)[0] == pytest.approx(2 / 3)  # 2 hits / 3 relevant
+    assert precision_at_k(hits, n_rel, 5)[0] == pytest.approx(2 / 5)  # 2 hits / k
+    assert hit_rate_at_k(hits, n_rel, 5)[0] == 1.0
+    assert mrr_at_k(hits, n_rel, 5)[0] == pytest.approx(1 / 2)  # first hit at rank 2
+    # DCG = 1/log2(3) + 1/log2(5) = 0.63093 + 0.43068 = 1.06161
+    # IDCG (min(3, 5) = 3 relevant) = 1 + 1/log2(3) + 1/log2(4) = 1 + 0.63093 + 0.5 = 2.13093
+    # NDCG = 1.06161 / 2.13093 = 0.49819
+    assert ndcg_at_k(hits, n_rel, 5)[0] == pytest.approx((L2 + L4) / (1 + L2 + L3))
+    assert ndcg_at_k(hits, n_rel, 5)[0] == pytest.approx(0.49819, abs=1e-5)
+
+
+def test_hand_computed_smaller_k(one_user):
+    hits, n_rel = one_user
+    # k = 3: only the rank-2 hit counts
+    assert recall_at_k(hits, n_rel, 3)[0] == pytest.approx(1 / 3)
+    assert precision_at_k(hits, n_rel, 3)[0] == pytest.approx(1 / 3)
+    # NDCG@3 = (1/log2(3)) / (1 + 1/log2(3) + 1/log2(4)) = 0.63093 / 2.13093 = 0.29608
+    assert ndcg_at_k(hits, n_rel, 3)[0] == pytest.approx(0.29608, abs=1e-5)
+    # k = 2 with n_rel = 3 > k: IDCG is capped at 2 ranks = 1 + 1/log2(3) = 1.63093; NDCG = 0.63093 / 1.63093
+    assert ndcg_at_k(hits, n_rel, 2)[0] == pytest.approx(L2 / (1 + L2))
+    # k = 1: nothing found
+    for fn in ALL:
+        assert fn(hits, n_rel, 1)[0] == 0.0
+
+
+def test_perfect_and_empty_rankings():
+    hits = np.array([[True, True, False], [False, False, False]])
+    n_rel = np.array([2, 1])
+    assert ndcg_at_k(hits, n_rel, 3).tolist() == [1.0, 0.0]  # both relevant at the top -> DCG = IDCG
+    assert mrr_at_k(hits, n_rel, 3).tolist() == [1.0, 0.0]
+    assert hit_rate_at_k(hits, n_rel, 3).tolist() == [1.0, 0.0]
+    assert recall_at_k(hits, n_rel, 3).tolist() == [1.0, 0.0]
+
+
+def test_padding_is_never_a_hit():
+    # user 1 is all padding. Its key for -1 would be 1*M - 1 = user 0's key for item M-1 = 1 if padding were
+    # not masked (M = 2 here): it must not become a hit.
+    hits, n_rel = hit_matrix(np.array([[0, 1], [-1, -1]]), [np.array([1]), np.array([0])])
+    assert hits.tolist() == [[False, True], [False, False]]
+    assert n_rel.tolist() == [1, 1]
+    hits, _ = hit_matrix(np.array([[5, -1, -1]]), [np.array([5, 7])])
+    assert hits.tolist() == [[True, False, False]]
+
+
+def test_duplicate_targets_count_once():
+    hits, n_rel = hit_matrix(np.array([[3, 4]]), [np.array([3, 3, 4])])
+    assert n_rel.tolist() == [2]
+    assert recall_at_k(hits, n_rel, 2)[0] == 1.0
+
+
+def test_no_targets_gives_nan():
+    hits, n_rel = hit_matrix(np.array([[1, 2], [1, 2]]), [np.array([], dtype=np.int64), np.array([2])])
+    assert n_rel.tolist() == [0, 1]
+    for fn in ALL:
+        out = fn(hits, n_rel, 2)
+        assert out.dtype == np.float64
+        assert math.isnan(out[0]) and not math.isnan(out[1])
+
+
+def test_bad_inputs_rejected():
+    hits, n_rel = hit_matrix(np.array([[1, 2]]), [np.array([2])])
+    for fn in ALL:
+        with pytest.raises(ValueError, match="only 2 columns"):
+            fn(hits, n_rel, 3)
+        with pytest.raises(ValueError, match="k must be"):
+            fn(hits, n_rel, 0)
+    with pytest.raises(ValueError, match="repeats an item"):
+        hit_matrix(np.array([[1, 1]]), [np.array([1])])
+    with pytest.raises(ValueError, match="one per row"):
+        hit_matrix(np.array([[1, 2]]), [np.array([1]), np.array([2])])
+    with pytest.raises(ValueError, match=">= 0"):
+        hit_matrix(np.array([[1, 2]]), [np.array([-1])])
+    with pytest.raises(ValueError, match="2-D"):
+        hit_matrix(np.array([1, 2]), [np.array([1])])
+
+
+def _naive(ranked, targets, k):
+    """Per-user Python loops, written from the definitions."""
+    out = {fn.__name__: [] for fn in ALL}
+    for row, tg in zip(ranked.tolist(), targets, strict=True):
+        rel = set(tg.tolist())
+        if not rel:
+            for name in out:
+                out[name].append(math.nan)
+            continue
+        top = row[:k]
+        hit = [i >= 0 and i in rel for i in top]
+        out["recall_at_k"].append(sum(hit) / len(rel))
+        out["precision_at_k"].append(sum(hit) / k)
+        out["hit_rate_at_k"].append(float(any(hit)))
+        dcg = sum(1 / math.log2(r + 2) for r, h in enumerate(hit) if h)
+        idcg = sum(1 / math.log2(r + 2) for r in range(min(len(rel), k)))
+        out["ndcg_at_k"].append(dcg / idcg)
+        out["mrr_at_k"].append(next((1 / (r + 1) for r, h in enumerate(hit) if h), 0.0))
+    return out
+
+
+def _random_rankings(rng, n_users=200, n_items=60, depth=20):
+    ranked = np.stack([rng.permutation(n_items)[:depth] for _ in range(n_users)]).astype(np.int64)
+    pad = rng.integers(0, 4, n_users)  # some rows end in padding
+    for u in range(n_users):
+        if pad[u]:
+            ranked[u, depth - pad[u] :] = -1
+    targets = [rng.choice(n_items, rng.integers(0, 6), replace=False) for _ in range(n_users)]
+    return ranked, targets
+
+
+def test_vectorised_equals_naive_loop():
+    ranked, targets = _random_rankings(np.random.default_rng(0))
+    hits, n_rel = hit_matrix(ranked, targets)
+    for k in (1, 3, 10, 20):
+        expected = _naive(ranked, targets, k)
+        for fn in ALL:
+            np.testing.assert_allclose(
+                fn(hits, n_rel, k), expected[fn.__name__], rtol=1e-12, err_msg=fn.__name__
+            )
+
+
+def test_ndcg_matches_sklearn():
+    """Independent implementation: sklearn's ndcg_score on binary relevance (rank r gets score K - r)."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    n_users, n_items, depth = 50, 40, 15
+    ranked = np.stack([rng.permutation(n_items)[:depth] for _ in range(n_users)]).astype(np.int64)
+    targets = [rng.choice(n_items, rng.integers(1, 6), replace=False) for _ in range(n_users)]
+    y_true = np.zeros((n_users, n_items))
+    y_score = np.zeros((n_users, n_items))
+    for u in range(n_users):
+        y_true[u, targets[u]] = 1
+        y_score[u, ranked[u]] = depth - np.arange(depth)  # unranked items tie at 0, below every ranked one
+    hits, n_rel = hit_matrix(ranked, targets)
+    for k in (1, 5, 15):
+        assert ndcg_at_k(hits, n_rel, k).mean() == pytest.approx(metrics.ndcg_score(y_true, y_score, k=k))
+
+
+def test_hit_matrix_is_fast():
+    rng = np.random.default_rng(2)
+    n_users, n_items, depth = 10_000, 5_000, 100
+    offset = (np.arange(n_users, dtype=np.int64)[:, None] % 49) * depth
+    ranked = np.argsort(rng.random((n_users, depth)), axis=1) + offset  # distinct ids per row, < n_items
+    targets = [rng.integers(0, n_items, 3) for _ in range(n_users)]
+    t0 = time.perf_counter()
+    hits, n_rel = hit_matrix(ranked, targets)
+    ndcg_at_k(hits, n_rel, 100)
+    assert time.perf_counter() - t0 < 1.0  # typically ~0.1 s
