@@ -108,7 +108,7 @@ class TextConfig:
         metadata=_help("Named item template from recsys_llm.text.templates.ITEM_TEMPLATES."),
     )
     user_max_items: int = field(default=20, metadata=_help("Most recent training items rendered into user text."))
-    user_max_tokens: int = field(default=96, metadata=_help("User text is truncated to this many tokens."))
+    user_max_tokens: int = field(default=64, metadata=_help("User text is truncated to this many tokens."))
     item_max_tokens: int = field(default=48, metadata=_help("Item text is truncated to this many tokens."))
 
     def __post_init__(self) -> None:
@@ -147,6 +147,8 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     warmup_steps: int = field(default=10, metadata=_help("Linear warm-up steps."))
     temperature: float = field(default=0.05, metadata=_help("Softmax temperature of the in-batch InfoNCE loss."))
+    logq_correction: bool = field(
+        default=True, metadata=_help("Subtract log(item sampling probability) from in-batch logits (Yi et al. 2019)."))
     min_history: int = field(default=1, metadata=_help("Training pairs need at least this many earlier items."))
     pairs_per_user: int = field(
         default=0, metadata=_help("Cap training pairs per user, most recent kept (0 = no cap).")
@@ -178,13 +180,13 @@ class IndexConfig:
 class RerankConfig:
     enabled: bool = field(default=True, metadata=_help("Train and apply the cross-encoder reranker."))
     depth: int = field(default=20, metadata=_help("Rerank the top-K retrieved candidates."))
-    negatives: int = field(default=7, metadata=_help("Hard negatives per positive (from the retriever)."))
+    negatives: int = field(default=3, metadata=_help("Hard negatives per positive (from the retriever)."))
     negative_pool: int = field(default=50, metadata=_help("Hard negatives are drawn from this top-K pool."))
     skip_top: int = field(default=0, metadata=_help("Skip this many top candidates (likely false negatives)."))
     batch_size: int = field(default=8, metadata=_help("Positives per step (each with `negatives` negatives)."))
     max_steps: int = field(default=60, metadata=_help("Optimizer steps."))
     lr: float = field(default=5e-4, metadata=_help("AdamW learning rate (LoRA + head)."))
-    max_tokens: int = field(default=128, metadata=_help("Max tokens of the (user text, item text) pair."))
+    max_tokens: int = field(default=64, metadata=_help("Max tokens of the (user text, item text) pair."))
     lora_r: int = field(default=16, metadata=_help("LoRA rank of the cross-encoder."))
     score_batch_size: int = field(default=64, metadata=_help("Pairs per forward pass at inference."))
     seed: int = field(default=0, metadata=_help("Seed."))

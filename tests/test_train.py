@@ -50,6 +50,18 @@ def test_duplicate_positive_is_not_a_negative():
     assert got < in_batch_info_nce(u, v, temperature=1.0).item()
 
 
+def test_logq_correction_by_hand():
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    v = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    log_q = torch.log(torch.tensor([0.5, 0.25, 0.25]))  # column j's logits lose log q_j
+    logits = [[1, 1, 0], [0, 0, 2], [1, 1, 2]]
+    corrected = [[x - math.log(q) for x, q in zip(row, (0.5, 0.25, 0.25), strict=True)] for row in logits]
+    expected = sum(ce(row, i) for i, row in enumerate(corrected)) / 3
+    assert in_batch_info_nce(u, v, 1.0, log_q=log_q).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="log_q"):
+        in_batch_info_nce(u, v, 1.0, log_q=log_q[:2])
+
+
 def test_info_nce_rejects_bad_shapes():
     with pytest.raises(ValueError, match="batch, dim"):
         in_batch_info_nce(torch.zeros(3, 2), torch.zeros(2, 2), 0.1)

@@ -23,6 +23,7 @@ def in_batch_info_nce(
     item_emb: torch.Tensor,
     temperature: float,
     item_ids: torch.Tensor | None = None,
+    log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Mean cross entropy of each user against its own item, with the batch's other items as negatives.
 
@@ -34,12 +35,18 @@ def in_batch_info_nce(
     where :math:`N(i)` is every column except those :math:`j \ne i` whose item id equals row
     :math:`i`'s positive (when ``item_ids`` is given; otherwise every column).
 
+    With ``log_q`` (sampling-bias or "logQ" correction, Yi et al., RecSys 2019) the logits become
+    :math:`s_{ij} - \log q_j`, where :math:`q_j` is the probability that item :math:`j` appears in a batch.
+    In-batch negatives are drawn in proportion to popularity; without the correction the model learns to
+    push popular items down, which hurts full-ranking accuracy.
+
     Args:
         user_emb: ``(batch, dim)`` user embeddings (usually L2-normalised).
         item_emb: ``(batch, dim)`` embeddings of each user's positive item, same row order.
         temperature: softmax temperature :math:`\tau > 0` (0.05 suits unit vectors).
         item_ids: optional ``(batch,)`` int ids of the positives; duplicates of a row's positive
             elsewhere in the batch are masked (-inf) instead of counted as negatives.
+        log_q: optional ``(batch,)`` log sampling probability of each row's positive item.
 
     Returns:
         Scalar float32 loss tensor.
@@ -56,6 +63,10 @@ def in_batch_info_nce(
     batch = user_emb.size(0)
     logits = user_emb.float() @ item_emb.float().T / temperature  # (batch, batch)
     target = torch.arange(batch, device=logits.device)  # (batch,)
+    if log_q is not None:
+        if log_q.shape != (batch,):
+            raise ValueError(f"log_q has shape {tuple(log_q.shape)}; expected ({batch},)")
+        logits = logits - log_q.to(logits.device, torch.float32)[None, :]  # (batch, batch)
     if item_ids is not None:
         if item_ids.shape != (batch,):
             raise ValueError(f"item_ids has shape {tuple(item_ids.shape)}; expected ({batch},)")

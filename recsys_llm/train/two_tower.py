@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
@@ -103,9 +104,14 @@ def train_two_tower(
         indices, replacement=True, num_samples=train_cfg.max_steps * bs, generator=generator
     )
 
+    # logQ correction: an item's chance to be in a batch is its share of the training pairs.
+    counts = np.bincount(pairs.pos_items, minlength=len(item_texts)).astype(np.float64)
+    log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / len(pairs)).astype(np.float32))  # (n_items,)
+
     def collate(idx: list[int]) -> dict:
         items = pairs.pos_items[idx]  # (batch,)
         return {
+            "log_q": log_q[items],
             "user": encoder.tokenize([pairs.user_texts[i] for i in idx], text_cfg.user_max_tokens),
             "item": encoder.tokenize([item_texts[i] for i in items], text_cfg.item_max_tokens),
             "item_ids": torch.from_numpy(items),
@@ -130,7 +136,8 @@ def train_two_tower(
     bar = tqdm(total=n_steps, desc="finetune", disable=not accelerator.is_local_main_process)
     for step, batch in enumerate(loader, start=1):
         user_emb, item_emb = model(batch["user"], batch["item"])  # (batch, dim) each
-        loss = in_batch_info_nce(user_emb, item_emb, train_cfg.temperature, batch["item_ids"])
+        loss = in_batch_info_nce(user_emb, item_emb, train_cfg.temperature, batch["item_ids"],
+                                 batch["log_q"] if train_cfg.logq_correction else None)
         accelerator.backward(loss)
         optimizer.step()
         scheduler.step()
