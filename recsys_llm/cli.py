@@ -1,0 +1,301 @@
+"""`recsys-llm`: one subcommand per pipeline stage, plus `demo` (all stages on the bundled data).
+
+The CLI is the only place that prints tables; the library logs. Every stage reads and writes the run
+directory (``--run-dir``), so stages can be rerun alone. Bad input ends with ``error: ...`` and exit code 2,
+never a traceback (``--debug`` shows one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys_llm import __version__
+
+logger = logging.getLogger("recsys_llm")
+
+DEFAULT_RUN_DIR = "runs/demo"
+
+
+def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["train.max_steps=10", "text.item_template=title"]`` -> dotted overrides (values parsed as JSON)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--set {pair!r}: use SECTION.FIELD=VALUE, e.g. --set train.max_steps=20")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _apply_overrides(run_dir: str, pairs: Sequence[str]) -> None:
+    """Apply --set overrides to the run's config.json (a stage rerun with new settings)."""
+    if not pairs:
+        return
+    from recsys_llm.pipeline import RunDir
+
+    run = RunDir(Path(run_dir))
+    run.load_config().override(_parse_set(pairs)).save(run.config)
+
+
+def _initial_config(args: argparse.Namespace):
+    from recsys_llm.config import PipelineConfig
+
+    cfg = PipelineConfig.load(args.config) if getattr(args, "config", None) else PipelineConfig()
+    flags = {
+        "data.dataset": getattr(args, "dataset", None),
+        "data.path": getattr(args, "path", None),
+        "data.items_path": getattr(args, "items_path", None),
+        "data.descriptions_path": getattr(args, "descriptions", None),
+        "data.on_bad_rows": getattr(args, "on_bad_rows", None),
+        "split.kind": getattr(args, "split", None),
+        "split.cold_item_fraction": getattr(args, "cold_item_fraction", None),
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(_parse_set(getattr(args, "set", None) or []))
+    return cfg.override(overrides) if overrides else cfg
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import prepare
+
+    ctx = prepare(_initial_config(args), args.run_dir)
+    s = ctx.split.summary()
+    print(f"prepared {ctx.ds.name}: {ctx.ds.n_users} users, {ctx.ds.n_items} items, "
+          f"{len(ctx.ds.interactions)} interactions -> {args.run_dir}")
+    print("split:", json.dumps({k: v for k, v in s.items() if k != "cold_items"}))
+    if ctx.ds.dropped:
+        print("dropped rows:", json.dumps(ctx.ds.dropped))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import finetune
+
+    _apply_overrides(args.run_dir, args.set)
+    finetune(args.run_dir)
+    print(f"encoder saved to {Path(args.run_dir) / 'encoder'}")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import embed
+
+    embed(args.run_dir, zero_shot=args.zero_shot)
+    print("embeddings written to", Path(args.run_dir) / ("embeddings_zeroshot" if args.zero_shot else "embeddings"))
+
+
+def cmd_index_build(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import build_index
+
+    _apply_overrides(args.run_dir, args.set)
+    build_index(args.run_dir)
+    print("index written to", Path(args.run_dir) / "index")
+
+
+def _print_recs(args: argparse.Namespace, use_reranker: bool) -> None:
+    from recsys_llm.recommend import history_titles, recommend
+
+    recs = recommend(args.run_dir, str(args.user), k=args.k, use_reranker=use_reranker)
+    print(f"user {args.user} recently: " + "; ".join(history_titles(args.run_dir, str(args.user), 3)))
+    stage = recs["stage"].iloc[0] if len(recs) else "retrieval"
+    print(f"top {len(recs)} ({stage}):")
+    width = max([len(t) for t in recs["title"]] + [5])
+    for r in recs.itertuples():
+        print(f"{r.rank:>3}. {r.title:<{width}}  {r.score:8.4f}  [{r.item_id}]")
+
+
+def cmd_index_query(args: argparse.Namespace) -> None:
+    _print_recs(args, use_reranker=False)
+
+
+def cmd_retrieve(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import retrieve_candidates
+
+    retrieve_candidates(args.run_dir)
+    print("candidates written to", Path(args.run_dir) / "candidates")
+
+
+def cmd_rerank_train(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import train_reranker
+
+    _apply_overrides(args.run_dir, args.set)
+    train_reranker(args.run_dir)
+    print("reranker saved to", Path(args.run_dir) / "reranker")
+
+
+def cmd_rerank_apply(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import rerank
+
+    rerank(args.run_dir)
+    print("reranked lists written to", Path(args.run_dir) / "ranked")
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    _print_recs(args, use_reranker=not args.no_rerank)
+
+
+def _print_report(rows: list, run_dir: str) -> None:
+    from recsys_llm.evaluate import format_table
+
+    slices = list(dict.fromkeys(r.slice for r in rows))
+    for s in slices:
+        print()
+        print(format_table(rows, s))
+    print(f"\nreport: {Path(run_dir) / 'report.md'} and report.json")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import evaluate
+
+    _print_report(evaluate(args.run_dir), args.run_dir)
+
+
+def cmd_coldstart_add_items(args: argparse.Namespace) -> None:
+    from recsys_llm.coldstart import add_items
+    from recsys_llm.data.io import read_items
+
+    items = read_items(args.items)
+    ids = add_items(args.run_dir, items, source=str(args.items))
+    print(f"added {len(ids)} items to the index of {args.run_dir}; they can be recommended now")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import run_all
+
+    t0 = time.perf_counter()
+    cfg = _initial_config(args)
+    print(f"recsys-llm {__version__} demo: {cfg.data.dataset}, backbone {cfg.encoder.backbone}, run dir {args.run_dir}")
+    rows = run_all(cfg, args.run_dir)
+    _print_report(rows, args.run_dir)
+    print(f"demo wall time: {time.perf_counter() - t0:.0f} s")
+
+
+# ------------------------------------------------------------------------------------------ parser
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"run directory (default {DEFAULT_RUN_DIR})")
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a config field, e.g. --set train.max_steps=50 (repeatable)")
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="PipelineConfig JSON file to start from")
+    p.add_argument("--dataset", help="ml-latest-small (bundled), ml-100k, ml-1m, ml-10m, ml-latest or generic")
+    p.add_argument("--path", help="data folder (MovieLens) or interactions file (generic)")
+    p.add_argument("--items-path", help="items file (generic)")
+    p.add_argument("--descriptions", help="item descriptions CSV (ml-100k wiki summaries)")
+    p.add_argument("--on-bad-rows", choices=["raise", "drop"], help="stop at the first bad row, or drop and report")
+    p.add_argument("--split", choices=["leave_last_out", "temporal"], help="split kind")
+    p.add_argument("--cold-item-fraction", type=float, help="fraction of items held out as cold items")
+    _add_set(p)
+
+
+def _add_user(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", required=True, help="external user id, as in the raw data")
+    p.add_argument("-k", type=int, default=10, help="number of items (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys-llm",
+        description="LLM-augmented hybrid recommender. Stages: prepare -> finetune -> embed -> index build -> "
+        "retrieve -> rerank train/apply -> evaluate; `demo` runs them all on the bundled data.",
+    )
+    parser.add_argument("--version", action="version", version=f"recsys-llm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="raw files -> canonical data, splits and texts in the run dir")
+    _add_run_dir(p)
+    _add_data_flags(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("finetune", help="LoRA-fine-tune the two-tower encoder (accelerate)")
+    _add_run_dir(p)
+    _add_set(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("embed", help="encode all items and users with the fine-tuned (or untuned) encoder")
+    _add_run_dir(p)
+    p.add_argument("--zero-shot", action="store_true", help="use the untuned backbone (baseline)")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("index", help="FAISS index: build | query")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    q = isub.add_parser("build", help="build the FAISS index over the item embeddings")
+    _add_run_dir(q)
+    _add_set(q)
+    q.set_defaults(func=cmd_index_build)
+    q = isub.add_parser("query", help="retrieval-only top-k for one user (seen items filtered)")
+    _add_run_dir(q)
+    _add_user(q)
+    q.set_defaults(func=cmd_index_query)
+
+    p = sub.add_parser("retrieve", help="top-K candidates for every evaluated user, per slice")
+    _add_run_dir(p)
+    p.set_defaults(func=cmd_retrieve)
+
+    p = sub.add_parser("rerank", help="cross-encoder reranker: train | apply")
+    rsub = p.add_subparsers(dest="rerank_command", required=True, metavar="ACTION")
+    q = rsub.add_parser("train", help="train the cross-encoder on the retriever's hard negatives")
+    _add_run_dir(q)
+    _add_set(q)
+    q.set_defaults(func=cmd_rerank_train)
+    q = rsub.add_parser("apply", help="rerank the retrieved candidates of every slice")
+    _add_run_dir(q)
+    q.set_defaults(func=cmd_rerank_apply)
+
+    p = sub.add_parser("recommend", help="print the top items, with titles, for one user")
+    _add_run_dir(p)
+    _add_user(p)
+    p.add_argument("--no-rerank", action="store_true", help="retrieval order only")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("evaluate", help="full-ranking metrics per model and slice -> report.json/report.md")
+    _add_run_dir(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("coldstart", help="cold start: add-items (description-only items join the index)")
+    csub = p.add_subparsers(dest="coldstart_command", required=True, metavar="ACTION")
+    q = csub.add_parser("add-items", help="embed items from a file (item_id, title, description, ...) and index them")
+    _add_run_dir(q)
+    q.add_argument("--items", required=True, help="items file: csv, tsv, jsonl or parquet")
+    q.set_defaults(func=cmd_coldstart_add_items)
+
+    p = sub.add_parser("demo", help="every stage end to end on the bundled data with the default backbone")
+    _add_run_dir(p)
+    _add_data_flags(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "accelerate", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""The pipeline's stages, each reading its inputs from and writing its artifact to a run directory.
+
+Stages, in order (each can be rerun alone; later stages only read earlier artifacts)::
+
+    prepare        raw files -> data/*.parquet, splits/*.parquet, text/*.jsonl, config.json
+    finetune       splits + text -> encoder/ (LoRA adapter + encoder.json + train_log.jsonl)
+    embed          encoder -> embeddings/{item_emb,item_ids,user_emb,user_ids}.npy (+ embeddings_zeroshot/)
+    build_index    embeddings -> index/{index.faiss,index.json}
+    retrieve       index + user embeddings -> candidates/{warm,cold}.npz (seen items filtered)
+    train_reranker candidates of training prefixes -> reranker/ (adapter + head + reranker.json)
+    rerank         candidates + reranker -> ranked/{warm,cold}.npz
+    evaluate       everything above + popularity -> report.json, report.md
+
+Example:
+    >>> from recsys_llm.config import PipelineConfig
+    >>> from recsys_llm import pipeline
+    >>> cfg = PipelineConfig().override({"train.max_steps": 5})  # doctest: +SKIP
+    >>> pipeline.run_all(cfg, "runs/demo")                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys_llm.config import PipelineConfig
+from recsys_llm.data.io import load_dataset
+from recsys_llm.data.schema import Dataset
+from recsys_llm.data.splits import Split, histories, make_split, targets, test_histories
+from recsys_llm.io_utils import atomic_save_npy, atomic_write_json, atomic_write_text, load_json, load_npy
+from recsys_llm.text.templates import history_text, item_texts, user_texts
+
+logger = logging.getLogger(__name__)
+
+SLICES = ("warm", "cold-item")
+MODEL_NAMES = {
+    "popularity": "popularity",
+    "zeroshot": "zero-shot backbone",
+    "retrieval": "fine-tuned retrieval",
+    "rerank": "fine-tuned + rerank",
+}
+
+
+# ----------------------------------------------------------------------------------------------- run dir
+@dataclass
+class RunDir:
+    """Paths of every artifact in a run directory (one place, so stages agree on names)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    config = property(lambda self: self.root / "config.json")
+    data = property(lambda self: self.root / "data")
+    splits = property(lambda self: self.root / "splits")
+    text = property(lambda self: self.root / "text")
+    encoder = property(lambda self: self.root / "encoder")
+    reranker = property(lambda self: self.root / "reranker")
+    index = property(lambda self: self.root / "index")
+    candidates = property(lambda self: self.root / "candidates")
+    ranked = property(lambda self: self.root / "ranked")
+    timings = property(lambda self: self.root / "timings.json")
+
+    def embeddings(self, zero_shot: bool = False) -> Path:
+        return self.root / ("embeddings_zeroshot" if zero_shot else "embeddings")
+
+    def require(self, path: Path, stage: str) -> Path:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; run `recsys-llm {stage} --run-dir {self.root}` first")
+        return path
+
+    def load_config(self) -> PipelineConfig:
+        self.require(self.config, "prepare")
+        return PipelineConfig.load(self.config)
+
+
+@dataclass
+class Context:
+    """What most stages need: config, data set, split and texts, loaded once from the run dir."""
+
+    run: RunDir
+    cfg: PipelineConfig
+    ds: Dataset
+    split: Split
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Context:
+        run = RunDir(Path(run_dir))
+        cfg = run.load_config()
+        ds = Dataset.load(run.require(run.data, "prepare"))
+        split = Split.load(run.require(run.splits, "prepare"))
+        return cls(run, cfg, ds, split)
+
+    @property
+    def titles(self) -> list[str]:
+        return self.ds.items["title"].astype(str).tolist()
+
+    def item_texts(self) -> list[str]:
+        return item_texts(self.ds.items, self.cfg.text.item_template)
+
+    def known_histories(self) -> list[np.ndarray]:
+        """What each user is known to have done at test time (train then valid), oldest first."""
+        return test_histories(self.split)
+
+    def user_texts(self) -> list[str]:
+        return user_texts(self.known_histories(), self.titles, self.cfg.text.user_max_items)
+
+
+def _record_time(run: RunDir, stage: str, seconds: float) -> None:
+    timings = load_json(run.timings) if run.timings.exists() else {}
+    timings[stage] = round(seconds, 2)
+    atomic_write_json(run.timings, timings)
+    logger.info("stage %s done in %.1f s", stage, seconds)
+
+
+def _timed(stage: str):
+    def deco(fn):
+        def wrapper(run_dir, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(run_dir, *args, **kwargs)
+            _record_time(RunDir(Path(run_dir)), stage, time.perf_counter() - t0)
+            return out
+
+        wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+        return wrapper
+
+    return deco
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    import json
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+# ----------------------------------------------------------------------------------------------- stages
+def prepare(cfg: PipelineConfig, run_dir: str | Path) -> Context:
+    """Load raw data into the canonical schema, split it, render texts; write config.json."""
+    t0 = time.perf_counter()
+    run = RunDir(Path(run_dir))
+    run.root.mkdir(parents=True, exist_ok=True)
+    ds = load_dataset(cfg.data)
+    split = make_split(ds, cfg.split)
+    ds.save(run.data)
+    split.save(run.splits)
+    cfg.save(run.config)
+    ctx = Context(run, cfg, ds, split)
+    texts = ctx.item_texts()
+    _write_jsonl(run.text / "items.jsonl", [{"item": i, "text": t} for i, t in enumerate(texts)])
+    _write_jsonl(run.text / "users.jsonl", [{"user": u, "text": t} for u, t in enumerate(ctx.user_texts())])
+    _record_time(run, "prepare", time.perf_counter() - t0)
+    return ctx
+
+
+@_timed("finetune")
+def finetune(run_dir: str | Path) -> None:
+    """LoRA-fine-tune the two-tower encoder on (user history text -> next item text) training pairs."""
+    from recsys_llm.encoder.model import TwoTowerEncoder
+    from recsys_llm.train.pairs import build_pairs
+    from recsys_llm.train.two_tower import train_two_tower
+
+    ctx = Context.load(run_dir)
+    cfg = ctx.cfg
+    pairs = build_pairs(histories(ctx.split.train, ctx.split.n_users), ctx.titles, cfg.text.user_max_items,
+                        cfg.train.min_history, cfg.train.pairs_per_user)
+    logger.info("%d training pairs from %d users", len(pairs.pos_items), len(set(pairs.users.tolist())))
+    encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=True, device=cfg.train.device)
+    train_two_tower(encoder, pairs, ctx.item_texts(), cfg.text, cfg.train, out_dir=ctx.run.encoder)
+    encoder.save(ctx.run.encoder)
+
+
+def load_encoder(run: RunDir, device: str = "auto"):
+    from recsys_llm.encoder.model import TwoTowerEncoder
+
+    return TwoTowerEncoder.load(run.require(run.encoder, "finetune"), device=device)
+
+
+@_timed("embed")
+def embed(run_dir: str | Path, zero_shot: bool = False) -> None:
+    """Encode every catalog item and every user (test-time history) with the fine-tuned or untuned encoder."""
+    from recsys_llm.encoder.model import TwoTowerEncoder
+
+    ctx = Context.load(run_dir)
+    cfg = ctx.cfg
+    if zero_shot:
+        encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=False, device=cfg.train.device)
+    else:
+        encoder = load_encoder(ctx.run, cfg.train.device)
+    out = ctx.run.embeddings(zero_shot)
+    item_emb = encoder.encode_items(ctx.item_texts(), cfg.text.item_max_tokens)
+    user_emb = encoder.encode_users(ctx.user_texts(), cfg.text.user_max_tokens)
+    atomic_save_npy(out / "item_emb.npy", item_emb)
+    atomic_save_npy(out / "item_ids.npy", np.arange(len(item_emb), dtype=np.int64))
+    atomic_save_npy(out / "user_emb.npy", user_emb)
+    atomic_save_npy(out / "user_ids.npy", np.arange(len(user_emb), dtype=np.int64))
+    fp = {"zero_shot": zero_shot, "encoder": _encoder_identity(encoder, cfg, zero_shot), "dim": encoder.dim,
+          "data_fingerprint": ctx.ds.fingerprint(), "n_items": len(item_emb), "n_users": len(user_emb)}
+    atomic_write_json(out / "embeddings.json", fp)
+
+
+def _encoder_identity(encoder, cfg: PipelineConfig, zero_shot: bool) -> dict:
+    ident = dict(encoder.fingerprint())
+    if zero_shot:
+        ident["adapter_sha256"] = None
+    ident["item_template"] = cfg.text.item_template
+    return ident
+
+
+def load_embeddings(run: RunDir, zero_shot: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    folder = run.require(run.embeddings(zero_shot), "embed" + (" --zero-shot" if zero_shot else ""))
+    meta = load_json(folder / "embeddings.json")
+    return load_npy(folder / "item_emb.npy"), load_npy(folder / "user_emb.npy"), meta
+
+
+@_timed("index")
+def build_index(run_dir: str | Path) -> None:
+    """FAISS inner-product index over the fine-tuned item embeddings, saved with the encoder fingerprint."""
+    from recsys_llm.index.faiss_index import FaissIndex
+
+    run = RunDir(Path(run_dir))
+    cfg = run.load_config()
+    item_emb, _, meta = load_embeddings(run)
+    index = FaissIndex(item_emb.shape[1], factory=cfg.index.factory, use_gpu=cfg.index.use_gpu)
+    index.add(item_emb, load_npy(run.embeddings() / "item_ids.npy"))
+    index.metadata = {"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]}
+    index.save(run.index)
+
+
+def load_run_index(run: RunDir, meta: dict):
+    from recsys_llm.index.base import load_index
+
+    return load_index(run.require(run.index, "index build"),
+                      expected={"dim": meta["dim"], "metadata": {"encoder": meta["encoder"],
+                                                                  "data_fingerprint": meta["data_fingerprint"]}})
+
+
+def candidate_depth(cfg: PipelineConfig) -> int:
+    return max(max(cfg.eval.ks), cfg.rerank.depth if cfg.rerank.enabled else 0)
+
+
+def _slice_users(ctx: Context) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
+    """Users evaluated on each slice and their held-out items (warm: test rows; cold-item: cold rows)."""
+    out = {}
+    for name, df in (("warm", ctx.split.test), ("cold-item", ctx.split.cold)):
+        tg = targets(df, ctx.split.n_users)
+        users = np.array([u for u, t in enumerate(tg) if len(t)], dtype=np.int64)
+        if ctx.cfg.eval.max_users and len(users) > ctx.cfg.eval.max_users:
+            rng = np.random.default_rng(ctx.cfg.eval.seed)
+            users = np.sort(rng.choice(users, ctx.cfg.eval.max_users, replace=False))
+        out[name] = (users, [tg[u] for u in users])
+    return out
+
+
+def _dense_candidates(ctx: Context, item_emb: np.ndarray, user_emb: np.ndarray, index, slice_name: str,
+                      users: np.ndarray, k: int):
+    """Full-ranking candidates for one slice: the catalog index, or an index over cold items only."""
+    from recsys_llm.index.faiss_index import FaissIndex
+    from recsys_llm.retrieve import retrieve
+
+    known = ctx.known_histories()
+    seen = [known[u] for u in users]
+    if slice_name == "cold-item" and ctx.cfg.eval.cold_candidates == "cold":
+        cold = ctx.split.cold_items
+        index = FaissIndex(item_emb.shape[1], factory="Flat", use_gpu=ctx.cfg.index.use_gpu)
+        index.add(item_emb[cold], cold)
+    return retrieve(index, user_emb[users], users, k, seen=seen)
+
+
+@_timed("retrieve")
+def retrieve_candidates(run_dir: str | Path) -> None:
+    """Top-K candidates per evaluated user from the saved index (seen items filtered), per slice."""
+    ctx = Context.load(run_dir)
+    item_emb, user_emb, meta = load_embeddings(ctx.run)
+    index = load_run_index(ctx.run, meta)
+    k = candidate_depth(ctx.cfg)
+    for slice_name, (users, _) in _slice_users(ctx).items():
+        if len(users) == 0:
+            continue
+        cands = _dense_candidates(ctx, item_emb, user_emb, index, slice_name, users, k)
+        cands.save(ctx.run.candidates / f"{slice_name}.npz")
+
+
+@_timed("rerank-train")
+def train_reranker(run_dir: str | Path) -> None:
+    """Train the cross-encoder on hard negatives from the fine-tuned retriever's own candidates.
+
+    Examples come from training data only: user text = training history without its last item, positive =
+    that last item, negatives = the retriever's top candidates for that text (the user's items excluded).
+    """
+    from recsys_llm.rerank.cross_encoder import CrossEncoder
+    from recsys_llm.rerank.train import build_rerank_examples, train_cross_encoder
+    from recsys_llm.retrieve import retrieve
+
+    ctx = Context.load(run_dir)
+    cfg = ctx.cfg
+    train_hist = histories(ctx.split.train, ctx.split.n_users)
+    users = np.array([u for u, h in enumerate(train_hist) if len(h) >= 2], dtype=np.int64)
+    texts = [history_text(train_hist[u][:-1], ctx.titles, cfg.text.user_max_items) for u in users]
+    positives = np.array([train_hist[u][-1] for u in users], dtype=np.int64)
+    _, _, meta = load_embeddings(ctx.run)
+    encoder = load_encoder(ctx.run, cfg.train.device)
+    index = load_run_index(ctx.run, meta)
+    user_emb = encoder.encode_users(texts, cfg.text.user_max_tokens)
+    exclude = [np.setdiff1d(train_hist[u], [p]) for u, p in zip(users, positives, strict=True)]
+    cands = retrieve(index, user_emb, users, cfg.rerank.negative_pool, seen=exclude)
+    examples = build_rerank_examples(texts, positives, cands.ids, exclude, cfg.rerank, seed=cfg.rerank.seed)
+    model = CrossEncoder.from_config(cfg.encoder.backbone, cfg.rerank, device=cfg.train.device)
+    train_cross_encoder(model, examples, ctx.item_texts(), cfg.rerank, device=cfg.train.device,
+                        out_dir=ctx.run.reranker)
+    model.save(ctx.run.reranker)
+
+
+@_timed("rerank")
+def rerank(run_dir: str | Path) -> None:
+    """Rerank the top-`rerank.depth` candidates of every slice with the trained cross-encoder."""
+    from recsys_llm.rerank.cross_encoder import CrossEncoder
+    from recsys_llm.retrieve import Candidates
+
+    ctx = Context.load(run_dir)
+    model = CrossEncoder.load(ctx.run.require(ctx.run.reranker, "rerank train"), device=ctx.cfg.train.device)
+    texts, item_txt = ctx.user_texts(), ctx.item_texts()
+    for slice_name in SLICES:
+        path = ctx.run.candidates / f"{slice_name}.npz"
+        if not path.exists():
+            continue
+        cands = Candidates.load(path)
+        scores, ids = model.rerank([texts[u] for u in cands.users], cands.ids, cands.scores, item_txt,
+                                   depth=ctx.cfg.rerank.depth)
+        Candidates(users=cands.users, ids=ids, scores=scores).save(ctx.run.ranked / f"{slice_name}.npz")
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+@_timed("evaluate")
+def evaluate(run_dir: str | Path) -> list:
+    """Full-ranking metrics for popularity, zero-shot, fine-tuned retrieval and reranking, per slice."""
+    from recsys_llm.baselines import popularity_scores, rank_items
+    from recsys_llm.evaluate import ResultRow, evaluate_ranked, write_report
+    from recsys_llm.retrieve import Candidates
+
+    ctx = Context.load(run_dir)
+    cfg = ctx.cfg
+    k = max(cfg.eval.ks)
+    known = ctx.known_histories()
+    pop = popularity_scores(ctx.split.train, ctx.split.n_items)
+    zs = (load_embeddings(ctx.run, zero_shot=True) if ctx.run.embeddings(True).exists() else None)
+    rows: list[ResultRow] = []
+    for slice_name, (users, tg) in _slice_users(ctx).items():
+        if len(users) == 0:
+            logger.warning("slice %s has no users to evaluate; skipped", slice_name)
+            continue
+        seen = [known[u] for u in users]
+        cand_set = ctx.split.cold_items if (slice_name == "cold-item" and cfg.eval.cold_candidates == "cold") else None
+        ranked = {"popularity": rank_items(pop, k, seen=seen, candidates=cand_set, users=users)[1]}
+        if zs is not None:
+            z_items, z_users, _ = zs
+            scores = z_users[users] @ z_items.T  # (n_users, n_items), exact full ranking
+            ranked["zeroshot"] = rank_items(scores, k, seen=seen, candidates=cand_set)[1]
+        for key, folder in (("retrieval", ctx.run.candidates), ("rerank", ctx.run.ranked)):
+            path = folder / f"{slice_name}.npz"
+            if path.exists():
+                cands = Candidates.load(path)
+                if not np.array_equal(cands.users, users):
+                    raise ValueError(f"{path} was made for other users than this split's {slice_name} slice; "
+                                     "rerun `recsys-llm retrieve` (and `rerank apply`)")
+                ranked[key] = cands.ids[:, :k]
+        for key, r in ranked.items():
+            rows.append(ResultRow(MODEL_NAMES[key], slice_name, evaluate_ranked(r, tg, cfg.eval.ks)))
+    protocol = (
+        f"Full ranking over the whole catalog ({ctx.ds.n_items} items; no sampled negatives); every item the user "
+        f"is known to have interacted with (train + valid) is filtered. Split: {ctx.split.kind}. "
+        f"Warm slice: held-out test interactions. Cold-item slice: all interactions of "
+        f"{len(ctx.split.cold_items)} items removed from training; candidates = "
+        f"{'the cold items only' if cfg.eval.cold_candidates == 'cold' else 'the whole catalog'}. "
+        "Rerank rows rerank the top "
+        f"{cfg.rerank.depth} retrieved candidates; the held-out item is never injected."
+    )
+    timings = load_json(ctx.run.timings) if ctx.run.timings.exists() else {}
+    write_report(ctx.run.root, rows, config=cfg.to_dict(), data=ctx.ds.summary(),
+                 extra={"protocol": protocol, "split": ctx.split.summary(), "timings_s": timings})
+    return rows
+
+
+def run_all(cfg: PipelineConfig, run_dir: str | Path) -> list:
+    """Every stage in order: what `recsys-llm demo` runs."""
+    prepare(cfg, run_dir)
+    embed(run_dir, zero_shot=True)
+    finetune(run_dir)
+    embed(run_dir)
+    build_index(run_dir)
+    retrieve_candidates(run_dir)
+    if cfg.rerank.enabled:
+        train_reranker(run_dir)
+        rerank(run_dir)
+    return evaluate(run_dir)
