@@ -25,8 +25,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The demo evaluates a seeded sample of 300 users per slice (the reranker is the slow stage on CPU);
+# `recsys-llm demo` without --set evaluates everyone.
 demo: $(VENV)/.installed
-	$(VENV)/bin/recsys-llm demo --run-dir runs/demo
+	$(VENV)/bin/recsys-llm demo --run-dir runs/demo --set eval.max_users=300
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
