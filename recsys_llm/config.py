@@ -89,9 +89,17 @@ class SplitConfig:
         default=0.1, metadata=_help("temporal: fraction of interactions between the valid and test cutoffs.")
     )
     seed: int = field(default=0, metadata=_help("Seed for choosing cold items."))
+    fixed_holdout: str | None = field(
+        default=None,
+        metadata=_help("leave_last_out only: TSV/CSV with user_id, valid_item_id, test_item_id (external ids) "
+                       "fixing each user's validation and test item, e.g. a peer's published split."),
+    )
 
     def __post_init__(self) -> None:
         _check_choice("split", "kind", self.kind, ("leave_last_out", "temporal"))
+        if self.fixed_holdout is not None:
+            _check(self.kind == "leave_last_out" and self.cold_item_fraction == 0.0, "split", "fixed_holdout",
+                   self.fixed_holdout, "needs split.kind=leave_last_out and split.cold_item_fraction=0")
         _check(0.0 <= self.cold_item_fraction < 1.0, "split", "cold_item_fraction", self.cold_item_fraction,
                "must be in [0, 1)")
         _check(0.0 < self.temporal_test_fraction < 1.0, "split", "temporal_test_fraction",

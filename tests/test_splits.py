@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -300,3 +301,54 @@ def test_test_histories_train_then_valid(tiny):
     assert [x.tolist() for x in test_histories(split)] == [[0], [2], [0, 4, 3]]
     assert [x.tolist() for x in histories(split.train, split.n_users)] == [[0], [2], [0, 4]]
     assert [x.tolist() for x in targets(split.test, split.n_users)] == [[], [1], [5]]
+
+
+def test_fixed_holdout_reproduces_a_given_split(tiny, tmp_path):
+    # user u2's tie (items 3 and 5 at ts 300) resolved the other way round from our default
+    f = tmp_path / "loo.tsv"
+    f.write_text("user_id\tvalid_item_id\ttest_item_id\nu2\t5\t3\n")
+    split = make_split(tiny, SplitConfig(cold_item_fraction=0.0, fixed_holdout=str(f)))
+    assert _rows(split.valid) == [(2, 5, 300, 5.0)]
+    assert _rows(split.test) == [(2, 3, 300, 3.0)]
+    assert len(split.train) == 5  # unlisted users stay in train
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("user_id\tvalid\ttest_item_id\n", "missing column"),
+        ("user_id\tvalid_item_id\ttest_item_id\nu9\t5\t3\n", "row 2, column user_id: 'u9'"),
+        ("user_id\tvalid_item_id\ttest_item_id\nu2\t5\t99\n", "row 2, column test_item_id: '99'"),
+        ("user_id\tvalid_item_id\ttest_item_id\nu2\t5\t1\n", "user u2 never interacted with item 1"),
+    ],
+)
+def test_fixed_holdout_bad_file(tiny, tmp_path, content, message):
+    from recsys_llm.data.io import DataError
+
+    f = tmp_path / "loo.tsv"
+    f.write_text(content)
+    with pytest.raises(DataError, match=message):
+        make_split(tiny, SplitConfig(cold_item_fraction=0.0, fixed_holdout=str(f)))
+
+
+def test_fixed_holdout_needs_loo_without_cold_items():
+    with pytest.raises(ValueError, match="fixed_holdout"):
+        SplitConfig(cold_item_fraction=0.05, fixed_holdout="x.tsv")
+
+
+ML100K = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (ML100K / "ml-100k" / "u.data").exists(), reason="../shared/data/ml-100k absent")
+def test_ml100k_peer_split_matches_the_published_file():
+    from recsys_llm.data.io import load_dataset
+
+    ds = load_dataset(DataConfig(dataset="ml-100k", path=str(ML100K / "ml-100k")))
+    f = ML100K / "ml-100k-loo-split" / "ml-100k.split_valid_test.tsv"
+    split = make_split(ds, SplitConfig(cold_item_fraction=0.0, fixed_holdout=str(f)))
+    table = pd.read_csv(f, sep="\t", dtype=str)
+    assert len(split.test) == len(table) == 943 and len(split.valid) == 943
+    got = dict(zip(ds.users["user_id"].astype(str).to_numpy()[split.test["user"]],
+                   ds.items["item_id"].astype(str).to_numpy()[split.test["item"]], strict=True))
+    assert got == dict(zip(table["user_id"], table["test_item_id"], strict=True))
+    assert len(split.train) == 100_000 - 2 * 943

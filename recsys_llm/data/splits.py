@@ -157,7 +157,9 @@ def make_split(ds: Dataset, cfg: SplitConfig) -> Split:
     cold, warm = inter[is_cold], inter[~is_cold]
 
     cutoffs: dict[str, int] = {}
-    if cfg.kind == "leave_last_out":
+    if cfg.kind == "leave_last_out" and cfg.fixed_holdout:
+        part = fixed_holdout_parts(warm, ds, cfg.fixed_holdout)
+    elif cfg.kind == "leave_last_out":
         part = _leave_last_out_parts(warm)
     else:
         t_valid, t_test = temporal_cutoffs(
@@ -270,6 +272,51 @@ def _leave_last_out_parts(warm: pd.DataFrame) -> np.ndarray:
     part = np.zeros(len(warm), dtype=np.int8)
     part[(from_end == 0) & (size >= 2)] = 2
     part[(from_end == 1) & (size >= 3)] = 1
+    return part
+
+
+def fixed_holdout_parts(warm: pd.DataFrame, ds: Dataset, path: str | Path) -> np.ndarray:
+    """Parts (0 train, 1 valid, 2 test) from a file naming each user's validation and test item.
+
+    The file (tab-separated for ``.tsv``, else comma) has columns ``user_id, valid_item_id, test_item_id``
+    in the data set's external ids. Per listed user, the last interaction with the test item goes to test
+    and the last with the validation item to valid; everything else, and every unlisted user, is train.
+    Peers' published leave-one-out splits (e.g. RecBole's on ml-100k, where timestamps tie) are reproduced
+    exactly this way.
+
+    Raises:
+        DataError: missing file or column, an unknown user or item, or a pair the user never interacted with
+            (the message names the file, row and column).
+    """
+    from recsys_llm.data.io import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: split.fixed_holdout file not found")
+    table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str)
+    need = ["user_id", "valid_item_id", "test_item_id"]
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+    user_index = pd.Index(ds.users["user_id"].astype(str))
+    item_index = pd.Index(ds.items["item_id"].astype(str))
+    users = user_index.get_indexer(table["user_id"].str.strip())
+    part = np.zeros(len(warm), dtype=np.int8)
+    key = warm["user"].to_numpy() * ds.n_items + warm["item"].to_numpy()  # (rows,) unique per (user, item)
+    last_row = pd.Series(np.arange(len(warm))).groupby(key).last()  # (user, item) -> its last row
+    for column, value in (("valid_item_id", 1), ("test_item_id", 2)):
+        items = item_index.get_indexer(table[column].str.strip())
+        for bad, what in ((users < 0, "user_id"), (items < 0, column)):
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise DataError(f"{path}: row {row + 2}, column {what}: {table[what].iloc[row]!r} is not in "
+                                f"data set {ds.name!r}; is this split file for another data set?")
+        rows = last_row.reindex(users * ds.n_items + items).to_numpy()
+        if np.isnan(rows).any():
+            row = int(np.flatnonzero(np.isnan(rows))[0])
+            raise DataError(f"{path}: row {row + 2}, column {column}: user {table['user_id'].iloc[row]} never "
+                            f"interacted with item {table[column].iloc[row]}")
+        part[rows.astype(np.int64)] = value
     return part
 
 
