@@ -16,15 +16,22 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
+    "average_recommendation_popularity",
+    "catalog_coverage",
+    "gini_exposure",
     "hit_matrix",
     "hit_rate_at_k",
+    "intra_list_diversity",
+    "map_at_k",
     "mrr_at_k",
     "ndcg_at_k",
+    "novelty",
     "precision_at_k",
     "recall_at_k",
 ]
@@ -198,3 +205,121 @@ def mrr_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
     any_hit = top.any(axis=1)
     first = np.argmax(top, axis=1) + 1  # rank (1-based) of the first hit; meaningless where any_hit is False
     return _nan_where_empty(np.where(any_hit, 1.0 / first, 0.0), n_rel)
+
+
+def map_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
+    """Average precision at k, trec_eval's ``map_cut_k`` convention  (NaN where n_rel == 0).
+
+    AP@k = (1 / n_rel) * sum_{r=1..k} P@r * hit_r, normalised by *all* relevant items (not min(n_rel, k)).
+
+    Example:
+        >>> # hits at ranks 1 and 3, n_rel = 2: (1/1 + 2/3) / 2 = 0.8333
+        >>> map_at_k(np.array([[1, 0, 1]], bool), np.array([2]), 3).round(4)
+        array([0.8333])
+    """
+    top, n_rel = _top(hits, n_rel, k)
+    ranks = np.arange(1, k + 1, dtype=np.float64)  # (k,)
+    prec = np.cumsum(top, axis=1) / ranks  # (n_users, k): P@r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _nan_where_empty((prec * top).sum(axis=1) / np.maximum(n_rel, 1), n_rel)
+
+
+# ----------------------------------------------------------------------------------- beyond accuracy
+def _top_ids(ranked: np.ndarray, k: int) -> np.ndarray:
+    ranked = np.asarray(ranked)
+    if ranked.ndim != 2:
+        raise ValueError(f"ranked must be 2-D (n_users, K); got shape {ranked.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= ranked.shape[1]:
+        raise ValueError(f"k={k!r} must be an integer in 1..{ranked.shape[1]}")
+    return ranked[:, :k].astype(np.int64)
+
+
+def catalog_coverage(ranked: np.ndarray, n_items: int, k: int) -> float:
+    """Coverage@k = |distinct items in any user's top k| / n_items  (``-1`` pads ignored).
+
+    Example:
+        >>> catalog_coverage(np.array([[0, 1], [1, -1]]), 4, 2)
+        0.5
+    """
+    top = _top_ids(ranked, k)
+    return float(len(np.unique(top[top >= 0])) / n_items) if n_items else math.nan
+
+
+def intra_list_diversity(ranked: np.ndarray, item_emb: np.ndarray, k: int) -> np.ndarray:
+    """ILD@k per user = 1 - mean pairwise cosine of the recommended items' embeddings  (NaN for < 2 items).
+
+    ILD_u = 1 - (2 / (m (m - 1))) * sum_{i < j} cos(e_i, e_j) over the ``m`` real items of the list.
+
+    Example:
+        >>> emb = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+        >>> intra_list_diversity(np.array([[0, 1], [0, 2]]), emb, 2)
+        array([1., 0.])
+    """
+    top = _top_ids(ranked, k)
+    emb = np.asarray(item_emb, dtype=np.float64)
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    out = np.full(len(top), np.nan)
+    chunk = max(1, (1 << 22) // max(1, k * unit.shape[1]))
+    for s in range(0, len(top), chunk):
+        ids = top[s : s + chunk]
+        valid = ids >= 0  # (b, k)
+        vec = unit[np.clip(ids, 0, None)] * valid[..., None]  # (b, k, d), pads zeroed
+        total = vec.sum(axis=1)  # (b, d)
+        pair_sum = (np.einsum("bd,bd->b", total, total) - valid.sum(axis=1)) / 2  # sum_{i<j} cos
+        m = valid.sum(axis=1)
+        n_pairs = m * (m - 1) / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[s : s + chunk] = np.where(m >= 2, 1.0 - pair_sum / np.maximum(n_pairs, 1), np.nan)
+    return out
+
+
+def novelty(ranked: np.ndarray, item_counts: np.ndarray, n_users: int, k: int) -> np.ndarray:
+    """Novelty@k per user = mean self-information -log2(p_i), p_i = max(count_i, 1) / n_users.
+
+    Counts are training interactions per item; unseen items are clipped to 1 so their novelty is finite
+    (the most novel value). NaN for lists without items.
+
+    Example:
+        >>> novelty(np.array([[0, 1]]), np.array([4, 1]), 4, 2)   # (-log2(1) - log2(1/4)) / 2
+        array([1.])
+    """
+    top = _top_ids(ranked, k)
+    info = -np.log2(np.maximum(np.asarray(item_counts, dtype=np.float64), 1.0) / n_users)
+    return _mean_over_list(top, info)
+
+
+def average_recommendation_popularity(ranked: np.ndarray, item_counts: np.ndarray, k: int) -> np.ndarray:
+    """ARP@k per user = mean training count of the recommended items (Abdollahpouri et al. 2019).
+
+    Example:
+        >>> average_recommendation_popularity(np.array([[0, 1, -1]]), np.array([4, 2]), 3)
+        array([3.])
+    """
+    return _mean_over_list(_top_ids(ranked, k), np.asarray(item_counts, dtype=np.float64))
+
+
+def gini_exposure(ranked: np.ndarray, n_items: int, k: int) -> float:
+    """Gini coefficient of how often each catalog item appears in the users' top k.
+
+    With exposures x sorted ascending, G = sum_{i=1..n} (2i - n - 1) x_i / (n sum x): 0 = every item shown
+    equally often, -> 1 = all exposure on one item; 0 when nothing is shown.
+
+    Example:
+        >>> gini_exposure(np.array([[0], [0]]), 2, 1)   # x = [0, 2]: (−1·0 + 1·2) / (2·2)
+        0.5
+    """
+    top = _top_ids(ranked, k)
+    x = np.sort(np.bincount(top[top >= 0], minlength=n_items)[:n_items].astype(np.float64))
+    n, total = len(x), x.sum()
+    if total == 0 or n == 0:
+        return 0.0
+    i = np.arange(1, n + 1)
+    return float(((2 * i - n - 1) * x).sum() / (n * total))
+
+
+def _mean_over_list(top: np.ndarray, values: np.ndarray) -> np.ndarray:
+    valid = top >= 0
+    v = np.where(valid, values[np.clip(top, 0, None)], 0.0)
+    m = valid.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(m > 0, v.sum(axis=1) / np.maximum(m, 1), np.nan)

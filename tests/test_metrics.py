@@ -177,3 +177,71 @@ def test_hit_matrix_is_fast():
     hits, n_rel = hit_matrix(ranked, targets)
     ndcg_at_k(hits, n_rel, 100)
     assert time.perf_counter() - t0 < 1.0  # typically ~0.1 s
+
+
+# ------------------------------------------------------------------ MAP and beyond-accuracy, by hand
+def test_map_by_hand():
+    from recsys_llm.metrics import map_at_k
+
+    hits = np.array([[1, 0, 1, 0], [0, 1, 0, 0]], bool)
+    # user 0: (1/1 + 2/3) / 3 relevant; user 1: (1/2) / 1
+    np.testing.assert_allclose(map_at_k(hits, np.array([3, 1]), 4), [(1 + 2 / 3) / 3, 0.5])
+
+
+def test_beyond_accuracy_by_hand():
+    from recsys_llm.metrics import (
+        average_recommendation_popularity,
+        catalog_coverage,
+        gini_exposure,
+        intra_list_diversity,
+        novelty,
+    )
+
+    ranked = np.array([[0, 1, 2], [0, 3, -1]])
+    assert catalog_coverage(ranked, 5, 3) == 4 / 5
+    assert catalog_coverage(ranked, 5, 1) == 1 / 5
+    emb = np.array([[1.0, 0], [0, 1.0], [1.0, 0], [-1.0, 0]])
+    # user 0: cos(0,1)=0, cos(0,2)=1, cos(1,2)=0 -> 1 - 1/3; user 1: cos(0,3) = -1 -> 2
+    np.testing.assert_allclose(intra_list_diversity(ranked, emb, 3), [2 / 3, 2.0])
+    counts = np.array([8, 2, 0, 1, 0])
+    # p = counts / 8 users (0 clipped to 1): user 0: (0 + 2 + 3) / 3; user 1: (0 + 3) / 2
+    np.testing.assert_allclose(novelty(ranked, counts, 8, 3), [5 / 3, 1.5])
+    np.testing.assert_allclose(average_recommendation_popularity(ranked, counts, 3), [10 / 3, 4.5])
+    # exposure x = [2, 1, 1, 1, 0] sorted [0, 1, 1, 1, 2]: sum (2i - 6) x_i = (-4*0 -2*1 + 0 + 2*1 + 4*2) = 8
+    assert gini_exposure(ranked, 5, 3) == pytest.approx(8 / (5 * 5))
+    assert gini_exposure(np.full((2, 2), -1), 5, 2) == 0.0
+
+
+# -------------------------------------------------------------- cross-check against trec_eval (pytrec)
+def test_ranking_metrics_match_trec_eval_on_random_rankings():
+    import pytrec_eval  # dev extra: the independent implementation
+
+    from recsys_llm.metrics import map_at_k
+
+    rng = np.random.default_rng(7)
+    n_users, n_items, K = 50, 200, 20
+    ranked = np.stack([rng.choice(n_items, K, replace=False) for _ in range(n_users)])
+    tg = []
+    for u in range(n_users):
+        n_t = rng.integers(1, 4)
+        inside = rng.choice(ranked[u], size=rng.integers(0, n_t + 1), replace=False)
+        outside = rng.choice(np.setdiff1d(np.arange(n_items), ranked[u]), size=n_t - len(inside), replace=False)
+        tg.append(np.concatenate([inside, outside]).astype(np.int64))
+    hits, n_rel = hit_matrix(ranked, tg)
+    qrel = {f"u{u}": {f"d{i}": 1 for i in tg[u]} for u in range(n_users)}
+    for k in (5, 10, 20):
+        run = {f"u{u}": {f"d{i}": float(K - r) for r, i in enumerate(ranked[u][:k])} for u in range(n_users)}
+        ev = pytrec_eval.RelevanceEvaluator(qrel, {"recall", "P", "ndcg_cut", "recip_rank", "map_cut"})
+        ref = ev.evaluate(run)
+        want = {
+            "recall": [ref[f"u{u}"][f"recall_{k}"] for u in range(n_users)],
+            "P": [ref[f"u{u}"][f"P_{k}"] for u in range(n_users)],
+            "ndcg": [ref[f"u{u}"][f"ndcg_cut_{k}"] for u in range(n_users)],
+            "mrr": [ref[f"u{u}"]["recip_rank"] for u in range(n_users)],
+            "map": [ref[f"u{u}"][f"map_cut_{k}"] for u in range(n_users)],
+        }
+        np.testing.assert_allclose(recall_at_k(hits, n_rel, k), want["recall"], atol=1e-6)
+        np.testing.assert_allclose(precision_at_k(hits, n_rel, k), want["P"], atol=1e-6)
+        np.testing.assert_allclose(ndcg_at_k(hits, n_rel, k), want["ndcg"], atol=1e-6)
+        np.testing.assert_allclose(mrr_at_k(hits, n_rel, k), want["mrr"], atol=1e-6)
+        np.testing.assert_allclose(map_at_k(hits, n_rel, k), want["map"], atol=1e-6)
