@@ -147,10 +147,14 @@ def _print_report(rows: list, run_dir: str) -> None:
     from recsys_llm.evaluate import format_table
 
     slices = list(dict.fromkeys(r.slice for r in rows))
+    ks = sorted({int(n.split("@")[1]) for r in rows for n in r.metrics if n.startswith("NDCG@")})
+    cols = [f"NDCG@{ks[0]}", f"Recall@{ks[0]}", f"MRR@{ks[0]}", *(f"Recall@{k}" for k in ks[1:]),
+            f"Coverage@{ks[0]}", "users"] if ks else None
     for s in slices:
         print()
-        print(format_table(rows, s))
-    print(f"\nreport: {Path(run_dir) / 'report.md'} and report.json")
+        print(format_table(rows, s, columns=cols, with_ci=True))
+    print(f"\nreport (every metric, intervals, paired comparison): {Path(run_dir) / 'report.md'}; "
+          f"plots: {Path(run_dir) / 'plots'}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -214,9 +214,24 @@ class EvalConfig:
         metadata=_help("Candidate set for the cold-item slice: 'cold' ranks among cold items only, 'all' the catalog."),
     )
     max_users: int = field(default=0, metadata=_help("Evaluate at most this many users (0 = all), seeded sample."))
-    seed: int = field(default=0, metadata=_help("Seed for the user sample."))
+    seed: int = field(default=0, metadata=_help("Seed for the user sample, sampled negatives and bootstrap."))
+    baselines: list[str] = field(
+        default_factory=lambda: ["random", "popularity", "itemknn", "ease", "bm25"],
+        metadata=_help("Classic baselines evaluated in the same run (random, popularity, itemknn, ease, bm25)."),
+    )
+    cold_user_max_train: int = field(
+        default=3, metadata=_help("cold-user slice: warm test users with at most this many training interactions."))
+    sampled_negatives: int = field(
+        default=0, metadata=_help("0 = full ranking (default); N > 0 ranks held-out items among N sampled "
+                                  "unseen items (labelled 'sampled' everywhere)."))
+    n_bootstrap: int = field(default=1000, metadata=_help("Bootstrap resamples for the 95% intervals."))
 
     def __post_init__(self) -> None:
+        _check(self.sampled_negatives >= 0, "eval", "sampled_negatives", self.sampled_negatives, "must be >= 0")
+        _check(self.n_bootstrap >= 10, "eval", "n_bootstrap", self.n_bootstrap, "must be >= 10")
+        known = ("random", "popularity", "itemknn", "ease", "bm25")
+        _check(all(b in known for b in self.baselines), "eval", "baselines", self.baselines,
+               f"choose from {', '.join(known)}")
         _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "eval", "ks", self.ks, "need cut-offs >= 1")
         _check_choice("eval", "cold_candidates", self.cold_candidates, ("cold", "all"))
 

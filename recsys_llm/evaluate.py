@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from recsys_llm.io_utils import atomic_write_json, atomic_write_text, load_json
-from recsys_llm.metrics import hit_matrix, hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from recsys_llm.metrics import (
+    hit_matrix,
+    hit_rate_at_k,
+    map_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
 
 __all__ = [
     "DEFAULT_KS",
@@ -32,7 +40,9 @@ __all__ = [
     "evaluate_ranked",
     "format_table",
     "load_report",
+    "metric_curve",
     "metric_names",
+    "per_user_metrics",
     "report_rows",
     "write_report",
 ]
@@ -48,9 +58,11 @@ _METRIC_FNS: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
     "NDCG": ndcg_at_k,
     "MRR": mrr_at_k,
     "HitRate": hit_rate_at_k,
+    "Precision": precision_at_k,
+    "MAP": map_at_k,
 }
 _EVERY_K = ("Recall", "NDCG")  # reported at every cut-off
-_SMALLEST_K = ("MRR", "HitRate")  # reported at the smallest cut-off only
+_SMALLEST_K = ("MRR", "HitRate", "Precision", "MAP")  # reported at the smallest cut-off only
 
 
 def metric_names(ks: Sequence[int]) -> list[str]:
@@ -59,7 +71,7 @@ def metric_names(ks: Sequence[int]) -> list[str]:
 
     Example:
         >>> metric_names([50, 10])
-        ['Recall@10', 'NDCG@10', 'MRR@10', 'HitRate@10', 'Recall@50', 'NDCG@50']
+        ['Recall@10', 'NDCG@10', 'MRR@10', 'HitRate@10', 'Precision@10', 'MAP@10', 'Recall@50', 'NDCG@50']
     """
     ks = _check_ks(ks)
     names = []
@@ -99,7 +111,26 @@ def evaluate_ranked(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Seque
 
     Example:
         >>> evaluate_ranked(np.array([[3, 1], [2, 0]]), [np.array([1]), np.array([])], ks=[2])
-        {'Recall@2': 1.0, 'NDCG@2': 0.6309..., 'MRR@2': 0.5, 'HitRate@2': 1.0, 'users': 1}
+        {'Recall@2': 1.0, 'NDCG@2': 0.6309..., 'MRR@2': 0.5, 'HitRate@2': 1.0, 'Precision@2': 0.5, 'MAP@2': 0.5, 'users': 1}
+    """
+    per_user = per_user_metrics(ranked, targets, ks)
+    n_eval = len(next(iter(per_user.values())))
+    if n_eval < len(targets):
+        logger.info(
+            "evaluating %d of %d users (%d have no held-out items)", n_eval, len(targets), len(targets) - n_eval
+        )
+    if n_eval == 0:
+        logger.warning("no user has a held-out item; every metric is NaN")
+    out: dict[str, float] = {name: float(v.mean()) if n_eval else math.nan for name, v in per_user.items()}
+    out["users"] = n_eval
+    return out
+
+
+def per_user_metrics(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Every metric of ``metric_names(ks)`` per user, for the users with >= 1 target (in input order).
+
+    The arrays are aligned across metrics (and across models evaluated on the same users and targets), so
+    they feed bootstrap intervals and paired comparisons directly.
     """
     kss = _check_ks(ks)
     ranked = np.asarray(ranked)
@@ -112,21 +143,21 @@ def evaluate_ranked(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Seque
         )
     hits, n_rel = hit_matrix(ranked, targets)
     keep = n_rel > 0
-    n_eval = int(keep.sum())
-    if n_eval < len(n_rel):
-        logger.info(
-            "evaluating %d of %d users (%d have no held-out items)", n_eval, len(n_rel), len(n_rel) - n_eval
-        )
-    if n_eval == 0:
-        logger.warning("no user has a held-out item; every metric is NaN")
     hits, n_rel = hits[keep], n_rel[keep]
-    out: dict[str, float] = {}
+    out = {}
     for name in metric_names(kss):
         metric, k = name.split("@")
-        values = _METRIC_FNS[metric](hits, n_rel, int(k))
-        out[name] = float(values.mean()) if n_eval else math.nan
-    out["users"] = n_eval
+        out[name] = _METRIC_FNS[metric](hits, n_rel, int(k))
     return out
+
+
+def metric_curve(ranked: np.ndarray, targets: Sequence[np.ndarray], metric: str, ks: Sequence[int]) -> list[float]:
+    """Mean ``metric`` (``Recall``, ``NDCG``, ...) at every cut-off in ``ks``: the data of a Recall@K plot."""
+    hits, n_rel = hit_matrix(np.asarray(ranked)[:, : max(ks)], targets)
+    keep = n_rel > 0
+    if not keep.any():
+        return [math.nan] * len(ks)
+    return [float(_METRIC_FNS[metric](hits[keep], n_rel[keep], int(k)).mean()) for k in ks]
 
 
 @dataclass
@@ -137,6 +168,8 @@ class ResultRow:
     slice: str
     metrics: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    ci: dict[str, list[float]] = field(default_factory=dict)
+    """95% interval ``[low, high]`` per metric (bootstrap over users), where computed."""
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -200,12 +233,15 @@ def load_report(folder: str | Path) -> dict[str, Any]:
 
 def report_rows(report: dict[str, Any]) -> list[ResultRow]:
     """The rows of a loaded report as `ResultRow` objects."""
-    return [ResultRow(r["model"], r["slice"], dict(r["metrics"]), r.get("note", "")) for r in report["rows"]]
+    return [ResultRow(r["model"], r["slice"], dict(r["metrics"]), r.get("note", ""),
+                      {n: [math.nan if x is None else x for x in v] for n, v in (r.get("ci") or {}).items()})
+            for r in report["rows"]]
 
 
 def _row_to_json(row: ResultRow) -> dict[str, Any]:
     out = asdict(row)
     out["metrics"] = {n: None if _isnan(v) else v for n, v in row.metrics.items()}
+    out["ci"] = {n: [None if _isnan(x) else x for x in v] for n, v in row.ci.items()}
     return out
 
 
@@ -277,6 +313,16 @@ def _markdown(rows: list[ResultRow], report: dict[str, Any]) -> str:
     lines += ["## Protocol", "", _protocol_text(report["protocol"]), ""]
     for s in _slices(rows):
         lines += [f"## Slice: {s}", "", _markdown_table([r for r in rows if r.slice == s]), ""]
+    if report.get("paired"):
+        lines += ["## Fine-tuned models vs the best baseline (paired bootstrap over users)", "",
+                  "| slice | model | baseline | metric | difference | 95% interval | p |", "|---|---|---|---|---:|---|---:|"]
+        for p in report["paired"]:
+            lines.append(f"| {p['slice']} | {p['model']} | {p['baseline']} | {p['metric']} | {p['diff']:+.4f} | "
+                         f"[{_fmt(p['low'], 'nan')}, {_fmt(p['high'], 'nan')}] | {_fmt(p['p_value'], 'nan')} |")
+        lines.append("")
+    if report.get("wall_time_s") is not None:
+        lines += [f"Wall time of the run's stages: {report['wall_time_s']} s; git commit "
+                  f"`{report.get('git_commit')}`; seeds {report.get('seeds')}.", ""]
     return "\n".join(lines)
 
 
@@ -299,6 +345,8 @@ def _markdown_table(rows: list[ResultRow]) -> str:
             text = _fmt(v, "–")
             if c in best and v is not None and not _isnan(v) and _fmt(v, "") == _fmt(best[c], ""):
                 text = f"**{text}**"
+            if c in r.ci and not any(_isnan(x) for x in r.ci[c]):
+                text += f" ({_fmt(r.ci[c][0], '')}–{_fmt(r.ci[c][1], '')})"
             cells.append(text)
         if has_note:
             cells.append(r.note)
@@ -306,7 +354,8 @@ def _markdown_table(rows: list[ResultRow]) -> str:
     return "\n".join(out)
 
 
-def format_table(rows: list[ResultRow], slice: str | None = None) -> str:
+def format_table(rows: list[ResultRow], slice: str | None = None, columns: Sequence[str] | None = None,
+                 with_ci: bool = False) -> str:
     """Aligned plain-text table: ``model | slice | metric columns | users``, one header line, 4 decimals.
 
     Text columns are left-aligned, numbers right-aligned, columns separated by two spaces; a dashed rule
@@ -315,6 +364,8 @@ def format_table(rows: list[ResultRow], slice: str | None = None) -> str:
     Args:
         rows: results.
         slice: keep only this slice's rows; ``None`` keeps all.
+        columns: metric columns to show, in this order (default: all).
+        with_ci: append each metric's 95% interval as ``[low, high]`` where the row has one.
 
     Example:
         >>> print(format_table([ResultRow("popularity", "warm", {"NDCG@10": 0.0443, "users": 943})]))
@@ -324,13 +375,17 @@ def format_table(rows: list[ResultRow], slice: str | None = None) -> str:
     """
     if slice is not None:
         rows = [r for r in rows if r.slice == slice]
-    cols = _columns(rows)
+    cols = _columns(rows) if columns is None else [c for c in columns if any(c in r.metrics for r in rows)]
     has_note = any(r.note for r in rows)
     header = ["model", "slice", *cols] + (["note"] if has_note else [])
-    body = [
-        [r.model, r.slice, *(_fmt(r.metrics.get(c), "-") for c in cols)] + ([r.note] if has_note else [])
-        for r in rows
-    ]
+
+    def cell(r: ResultRow, c: str) -> str:
+        text = _fmt(r.metrics.get(c), "-")
+        if with_ci and c in r.ci and not any(_isnan(x) for x in r.ci[c]):
+            text += f" [{_fmt(r.ci[c][0], '')}, {_fmt(r.ci[c][1], '')}]"
+        return text
+
+    body = [[r.model, r.slice, *(cell(r, c) for c in cols)] + ([r.note] if has_note else []) for r in rows]
     numeric = [False, False, *([True] * len(cols))] + ([False] if has_note else [])
     widths = [max(len(line[j]) for line in [header, *body]) for j in range(len(header))]
 

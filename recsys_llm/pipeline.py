@@ -37,7 +37,7 @@ from recsys_llm.text.templates import history_text, item_texts, user_texts
 
 logger = logging.getLogger(__name__)
 
-SLICES = ("warm", "cold-item")
+SLICES = ("warm", "cold-item", "cold-user")
 MODEL_NAMES = {
     "popularity": "popularity",
     "zeroshot": "zero-shot backbone",
@@ -244,17 +244,30 @@ def candidate_depth(cfg: PipelineConfig) -> int:
     return max(max(cfg.eval.ks), cfg.rerank.depth if cfg.rerank.enabled else 0)
 
 
-def _slice_users(ctx: Context) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
-    """Users evaluated on each slice and their held-out items (warm: test rows; cold-item: cold rows)."""
+def slice_users(ctx: Context) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
+    """Users of each slice and their held-out items; a seeded sample of ``eval.max_users`` when set."""
+    cfg, split = ctx.cfg, ctx.split
+    warm = targets(split.test, split.n_users)
+    n_train = np.bincount(split.train["user"].to_numpy(), minlength=split.n_users)
+    parts = {
+        "warm": warm,
+        "cold-item": targets(split.cold, split.n_users),
+        "cold-user": [t if n_train[u] <= cfg.eval.cold_user_max_train else t[:0] for u, t in enumerate(warm)],
+    }
     out = {}
-    for name, df in (("warm", ctx.split.test), ("cold-item", ctx.split.cold)):
-        tg = targets(df, ctx.split.n_users)
+    for name, tg in parts.items():
         users = np.array([u for u, t in enumerate(tg) if len(t)], dtype=np.int64)
-        if ctx.cfg.eval.max_users and len(users) > ctx.cfg.eval.max_users:
-            rng = np.random.default_rng(ctx.cfg.eval.seed)
-            users = np.sort(rng.choice(users, ctx.cfg.eval.max_users, replace=False))
+        if cfg.eval.max_users and len(users) > cfg.eval.max_users:
+            users = np.sort(np.random.default_rng(cfg.eval.seed).choice(users, cfg.eval.max_users, replace=False))
         out[name] = (users, [tg[u] for u in users])
     return out
+
+
+def slice_candidates(ctx: Context, slice_name: str) -> np.ndarray | None:
+    """The candidate item set of a slice (None = the whole catalog)."""
+    if slice_name == "cold-item" and ctx.cfg.eval.cold_candidates == "cold":
+        return ctx.split.cold_items
+    return None
 
 
 def _dense_candidates(ctx: Context, item_emb: np.ndarray, user_emb: np.ndarray, index, slice_name: str,
@@ -265,10 +278,10 @@ def _dense_candidates(ctx: Context, item_emb: np.ndarray, user_emb: np.ndarray, 
 
     known = ctx.known_histories()
     seen = [known[u] for u in users]
-    if slice_name == "cold-item" and ctx.cfg.eval.cold_candidates == "cold":
-        cold = ctx.split.cold_items
+    cand = slice_candidates(ctx, slice_name)
+    if cand is not None:
         index = FaissIndex(item_emb.shape[1], factory="Flat", use_gpu=ctx.cfg.index.use_gpu)
-        index.add(item_emb[cold], cold)
+        index.add(item_emb[cand], cand)
     return retrieve(index, user_emb[users], users, k, seen=seen)
 
 
@@ -279,7 +292,7 @@ def retrieve_candidates(run_dir: str | Path) -> None:
     item_emb, user_emb, meta = load_embeddings(ctx.run)
     index = load_run_index(ctx.run, meta)
     k = candidate_depth(ctx.cfg)
-    for slice_name, (users, _) in _slice_users(ctx).items():
+    for slice_name, (users, _) in slice_users(ctx).items():
         if len(users) == 0:
             continue
         cands = _dense_candidates(ctx, item_emb, user_emb, index, slice_name, users, k)
@@ -338,52 +351,10 @@ def rerank(run_dir: str | Path) -> None:
 # ----------------------------------------------------------------------------------------------- evaluate
 @_timed("evaluate")
 def evaluate(run_dir: str | Path) -> list:
-    """Full-ranking metrics for popularity, zero-shot, fine-tuned retrieval and reranking, per slice."""
-    from recsys_llm.baselines import popularity_scores, rank_items
-    from recsys_llm.evaluate import ResultRow, evaluate_ranked, write_report
-    from recsys_llm.retrieve import Candidates
+    """Every model (baselines, zero-shot, fine-tuned retrieval, rerank) on every slice; see `recsys_llm.compare`."""
+    from recsys_llm.compare import compare_run
 
-    ctx = Context.load(run_dir)
-    cfg = ctx.cfg
-    k = max(cfg.eval.ks)
-    known = ctx.known_histories()
-    pop = popularity_scores(ctx.split.train, ctx.split.n_items)
-    zs = (load_embeddings(ctx.run, zero_shot=True) if ctx.run.embeddings(True).exists() else None)
-    rows: list[ResultRow] = []
-    for slice_name, (users, tg) in _slice_users(ctx).items():
-        if len(users) == 0:
-            logger.warning("slice %s has no users to evaluate; skipped", slice_name)
-            continue
-        seen = [known[u] for u in users]
-        cand_set = ctx.split.cold_items if (slice_name == "cold-item" and cfg.eval.cold_candidates == "cold") else None
-        ranked = {"popularity": rank_items(pop, k, seen=seen, candidates=cand_set, users=users)[1]}
-        if zs is not None:
-            z_items, z_users, _ = zs
-            scores = z_users[users] @ z_items.T  # (n_users, n_items), exact full ranking
-            ranked["zeroshot"] = rank_items(scores, k, seen=seen, candidates=cand_set)[1]
-        for key, folder in (("retrieval", ctx.run.candidates), ("rerank", ctx.run.ranked)):
-            path = folder / f"{slice_name}.npz"
-            if path.exists():
-                cands = Candidates.load(path)
-                if not np.array_equal(cands.users, users):
-                    raise ValueError(f"{path} was made for other users than this split's {slice_name} slice; "
-                                     "rerun `recsys-llm retrieve` (and `rerank apply`)")
-                ranked[key] = cands.ids[:, :k]
-        for key, r in ranked.items():
-            rows.append(ResultRow(MODEL_NAMES[key], slice_name, evaluate_ranked(r, tg, cfg.eval.ks)))
-    protocol = (
-        f"Full ranking over the whole catalog ({ctx.ds.n_items} items; no sampled negatives); every item the user "
-        f"is known to have interacted with (train + valid) is filtered. Split: {ctx.split.kind}. "
-        f"Warm slice: held-out test interactions. Cold-item slice: all interactions of "
-        f"{len(ctx.split.cold_items)} items removed from training; candidates = "
-        f"{'the cold items only' if cfg.eval.cold_candidates == 'cold' else 'the whole catalog'}. "
-        "Rerank rows rerank the top "
-        f"{cfg.rerank.depth} retrieved candidates; the held-out item is never injected."
-    )
-    timings = load_json(ctx.run.timings) if ctx.run.timings.exists() else {}
-    write_report(ctx.run.root, rows, config=cfg.to_dict(), data=ctx.ds.summary(),
-                 extra={"protocol": protocol, "split": ctx.split.summary(), "timings_s": timings})
-    return rows
+    return compare_run(run_dir)
 
 
 def run_all(cfg: PipelineConfig, run_dir: str | Path) -> list:

@@ -112,3 +112,36 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def write_generic(ds, folder):
+    users, items = ds.users["user_id"].to_numpy(), ds.items["item_id"].to_numpy()
+    inter = pd.DataFrame({
+        "user_id": users[ds.interactions["user"]], "item_id": items[ds.interactions["item"]],
+        "timestamp": ds.interactions["timestamp"], "rating": ds.interactions["rating"],
+    })
+    inter.to_csv(folder / "interactions.csv", index=False)
+    ds.items[["item_id", "title", "genres"]].to_csv(folder / "items.csv", index=False)
+    return folder / "interactions.csv", folder / "items.csv"
+
+
+TINY = [
+    "--set", "train.max_steps=4", "--set", "train.batch_size=8", "--set", "train.device=cpu",
+    "--set", "rerank.max_steps=2", "--set", "rerank.batch_size=4", "--set", "rerank.negative_pool=8",
+    "--set", "rerank.negatives=3", "--set", "rerank.depth=6", "--set", "split.cold_item_fraction=0.2",
+    "--set", "text.user_max_tokens=32", "--set", "text.item_max_tokens=16", "--set", "rerank.max_tokens=48",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_bert_path):
+    """Every stage through the CLI demo on synthetic generic-format files with a tiny random BERT."""
+    from recsys_llm.cli import main
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    inter, items = write_generic(make_synthetic_dataset(), folder)
+    run = folder / "run"
+    rc = main(["demo", "--run-dir", str(run), "--dataset", "generic", "--path", str(inter),
+               "--items-path", str(items), "--set", f"encoder.backbone={tiny_bert_path}", *TINY])
+    assert rc == 0
+    return run

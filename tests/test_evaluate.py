@@ -28,8 +28,9 @@ L2 = 1 / math.log2(3)  # discount of rank 2
 
 # ------------------------------------------------------------------------------------------ evaluate_ranked
 def test_metric_names_order():
-    assert METRICS == ["Recall@10", "NDCG@10", "MRR@10", "HitRate@10", "Recall@50", "NDCG@50"]
-    assert metric_names([5, 1, 5]) == ["Recall@1", "NDCG@1", "MRR@1", "HitRate@1", "Recall@5", "NDCG@5"]
+    assert METRICS == ["Recall@10", "NDCG@10", "MRR@10", "HitRate@10", "Precision@10", "MAP@10", "Recall@50", "NDCG@50"]
+    assert metric_names([5, 1, 5]) == ["Recall@1", "NDCG@1", "MRR@1", "HitRate@1", "Precision@1", "MAP@1",
+                                       "Recall@5", "NDCG@5"]
     with pytest.raises(ValueError, match="ks"):
         metric_names([])
 

@@ -7,39 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_synthetic_dataset
 
 from recsys_llm.cli import main
-
-
-def write_generic(ds, folder):
-    users, items = ds.users["user_id"].to_numpy(), ds.items["item_id"].to_numpy()
-    inter = pd.DataFrame({
-        "user_id": users[ds.interactions["user"]], "item_id": items[ds.interactions["item"]],
-        "timestamp": ds.interactions["timestamp"], "rating": ds.interactions["rating"],
-    })
-    inter.to_csv(folder / "interactions.csv", index=False)
-    ds.items[["item_id", "title", "genres"]].to_csv(folder / "items.csv", index=False)
-    return folder / "interactions.csv", folder / "items.csv"
-
-
-TINY = [
-    "--set", "train.max_steps=4", "--set", "train.batch_size=8", "--set", "train.device=cpu",
-    "--set", "rerank.max_steps=2", "--set", "rerank.batch_size=4", "--set", "rerank.negative_pool=8",
-    "--set", "rerank.negatives=3", "--set", "rerank.depth=6", "--set", "split.cold_item_fraction=0.2",
-    "--set", "text.user_max_tokens=32", "--set", "text.item_max_tokens=16", "--set", "rerank.max_tokens=48",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_bert_path):
-    folder = tmp_path_factory.mktemp("tiny_run")
-    inter, items = write_generic(make_synthetic_dataset(), folder)
-    run = folder / "run"
-    rc = main(["demo", "--run-dir", str(run), "--dataset", "generic", "--path", str(inter),
-               "--items-path", str(items), "--set", f"encoder.backbone={tiny_bert_path}", *TINY])
-    assert rc == 0
-    return run
 
 
 def test_demo_writes_every_artifact(tiny_run):
@@ -54,16 +23,33 @@ def test_demo_writes_every_artifact(tiny_run):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
 
 
-def test_report_has_every_model_on_both_slices(tiny_run):
+def test_report_has_every_model_and_baseline_with_intervals(tiny_run):
     report = json.loads((tiny_run / "report.json").read_text())
     got = {(r["model"], r["slice"]) for r in report["rows"]}
-    models = {"popularity", "zero-shot backbone", "fine-tuned retrieval", "fine-tuned + rerank"}
-    assert got == {(m, s) for m in models for s in ("warm", "cold-item")}
+    models = {"random", "most popular", "ItemKNN", "EASE", "BM25 (item text)", "zero-shot backbone",
+              "fine-tuned retrieval", "fine-tuned + rerank"}
+    slices = {r["slice"] for r in report["rows"]}
+    assert {"warm", "cold-item"} <= slices <= {"warm", "cold-item", "cold-user"}
+    assert got == {(m, s) for m in models for s in slices}
     for r in report["rows"]:
-        assert {"Recall@10", "NDCG@10", "MRR@10", "HitRate@10", "Recall@50", "NDCG@50"} <= set(r["metrics"])
-        assert all(0.0 <= v <= 1.0 for k, v in r["metrics"].items() if k != "users")
-    # popularity cannot rank items nobody touched in training: cold items all tie at zero
+        m = r["metrics"]
+        assert {"Recall@10", "NDCG@10", "MRR@10", "HitRate@10", "Recall@50", "NDCG@50", "Coverage@10",
+                "Novelty@10", "ARP@10", "Gini@10", "ILD@10"} <= set(m)
+        assert all(0.0 <= m[k] <= 1.0 for k in ("Recall@10", "NDCG@10", "Coverage@10", "Gini@10"))
+        low, high = r["ci"]["NDCG@10"]
+        assert low <= m["NDCG@10"] <= high
+    # ID-based baselines cannot tell cold items apart: popularity gives them all 0 training interactions
+    cold_pop = next(r for r in report["rows"] if r["model"] == "most popular" and r["slice"] == "cold-item")
+    assert cold_pop["metrics"]["ARP@10"] == 0.0
     assert report["data"]["fingerprint"] and report["config"]["split"]["cold_item_fraction"] == 0.2
+    assert report["protocol"]["ranking"] == "full" and "git_commit" in report and report["seeds"]["train"] == 0
+    paired = {(p["slice"], p["model"], p["metric"]) for p in report["paired"]}
+    assert ("warm", "fine-tuned retrieval", "NDCG@10") in paired
+    assert len(report["curves"]["ks"]) == 50 and len(report["curves"]["NDCG"]["EASE"]["warm"]) == 50
+    for png in ("recall_at_k.png", "ndcg_at_k.png", "slices_ndcg.png", "popularity_of_recommendations.png"):
+        assert (tiny_run / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tiny_run / "report.md").read_text()
+    assert "paired bootstrap" in md and "**" in md
 
 
 def test_seen_items_never_recommended(tiny_run):

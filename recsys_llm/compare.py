@@ -1,0 +1,296 @@
+"""Every model on every slice of one run: same split, same candidates, same evaluator, with intervals.
+
+Models: the classic baselines (random, most-popular, ItemKNN, EASE, BM25 over item text), the untuned
+backbone (zero-shot), fine-tuned retrieval (the FAISS candidates) and fine-tuned + rerank (the reranked
+candidates). Slices: ``warm`` (held-out test interactions), ``cold-item`` (interactions of items removed from
+training, ranked among the cold items unless ``eval.cold_candidates=all``) and ``cold-user`` (warm test users
+with at most ``eval.cold_user_max_train`` training interactions).
+
+Protocols: ``full`` ranking over the catalog (default) with every known item (train + valid) filtered; or,
+with ``eval.sampled_negatives=N``, each user's held-out items ranked among ``N`` sampled unseen items
+(labelled "sampled" in every output; the reranker is skipped there because it only reorders its own list).
+
+For each (model, slice): metric means with percentile-bootstrap 95% intervals over users, beyond-accuracy
+metrics (coverage, intra-list diversity, novelty, average recommendation popularity, Gini of exposure) and
+the paired bootstrap of every fine-tuned model against the best baseline. Curves (Recall@K, NDCG@K for
+K = 1..max(ks)) and plots go beside the report.
+
+Example:
+    >>> from recsys_llm.compare import compare_run
+    >>> rows = compare_run("runs/ml100k")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys_llm.baselines import popularity_scores, rank_items
+from recsys_llm.evaluate import ResultRow, metric_curve, per_user_metrics, write_report
+from recsys_llm.pipeline import MODEL_NAMES, Context, load_embeddings, slice_candidates, slice_users
+from recsys_llm.retrieve import Candidates
+
+logger = logging.getLogger(__name__)
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+"""users (b,) -> scores (b, n_items) float32."""
+
+BASELINE_NAMES = {"random": "random", "popularity": "most popular", "itemknn": "ItemKNN", "ease": "EASE",
+                  "bm25": "BM25 (item text)", "zeroshot": MODEL_NAMES["zeroshot"]}
+OURS = ("retrieval", "rerank")
+CHUNK = 1024
+
+
+# --------------------------------------------------------------------------------------------- models
+def score_functions(ctx: Context) -> dict[str, ScoreFn]:
+    """Dense scorers of every model that can score any item: classic baselines, zero-shot and fine-tuned."""
+    from recsys_llm.classic import make_baseline
+
+    cfg, split = ctx.cfg, ctx.split
+    query_hist = ctx.known_histories()  # what the model may use at test time: train + valid
+    texts = ctx.item_texts()
+    fns: dict[str, ScoreFn] = {}
+    for name in cfg.eval.baselines:
+        t0 = time.perf_counter()
+        model = make_baseline(name, seed=cfg.eval.seed).fit(split.train, split.n_users, split.n_items, texts)
+        logger.info("fitted baseline %s in %.1f s", name, time.perf_counter() - t0)
+        fns[name] = (lambda users, m=model: m.score(users, [query_hist[u] for u in users]))
+    for key, zero_shot in (("zeroshot", True), ("retrieval", False)):
+        if ctx.run.embeddings(zero_shot).exists():
+            items, users_emb, meta = load_embeddings(ctx.run, zero_shot=zero_shot)
+            check_embeddings(ctx, items, users_emb, meta)
+            fns[key] = (lambda users, i=items, u=users_emb: u[users] @ i.T)  # (b, n_items)
+    return fns
+
+
+def check_embeddings(ctx: Context, items: np.ndarray, users: np.ndarray, meta: dict) -> None:
+    """Refuse embeddings made for another data set or split (a silently wrong number otherwise)."""
+    fp = ctx.ds.fingerprint()
+    problems = []
+    if meta.get("data_fingerprint") != fp:
+        problems.append(f"data fingerprint {meta.get('data_fingerprint')} != {fp}")
+    if items.shape[0] != ctx.split.n_items:
+        problems.append(f"{items.shape[0]} item embeddings for {ctx.split.n_items} items")
+    if users.shape[0] != ctx.split.n_users:
+        problems.append(f"{users.shape[0]} user embeddings for {ctx.split.n_users} users")
+    if items.shape[1] != users.shape[1]:
+        problems.append(f"item dim {items.shape[1]} != user dim {users.shape[1]}")
+    if problems:
+        raise ValueError(f"{ctx.run.root}: embeddings do not match this run's data/split: " + "; ".join(problems)
+                         + ". Rerun `recsys-llm embed` (and the stages after it)")
+
+
+def _rank_full(fn: ScoreFn, users: np.ndarray, seen: list, k: int, cand: np.ndarray | None) -> np.ndarray:
+    out = []
+    for s in range(0, len(users), CHUNK):
+        b = users[s : s + CHUNK]
+        out.append(rank_items(fn(b), k, seen=seen[s : s + CHUNK], candidates=cand)[1])
+    return np.concatenate(out) if out else np.empty((0, k), np.int64)
+
+
+def sampled_pools(users: np.ndarray, tg: list[np.ndarray], seen: list[np.ndarray], n_items: int, n_neg: int,
+                  cand: np.ndarray | None, seed: int) -> list[np.ndarray]:
+    """Per user: the held-out items plus ``n_neg`` items drawn uniformly from the unseen, non-target items."""
+    rng = np.random.default_rng(seed)
+    universe = np.arange(n_items, dtype=np.int64) if cand is None else np.asarray(cand, dtype=np.int64)
+    pools = []
+    for t, s in zip(tg, seen, strict=True):
+        free = np.setdiff1d(universe, np.concatenate([t, s]))
+        neg = rng.choice(free, size=min(n_neg, len(free)), replace=False)
+        pools.append(np.concatenate([t, neg]))
+    return pools
+
+
+def _rank_sampled(fn: ScoreFn, users: np.ndarray, pools: list[np.ndarray], k: int) -> np.ndarray:
+    """Each user's pool ordered by the model's score (ties to the lower id), padded with -1 to width k."""
+    width = max(k, max((len(p) for p in pools), default=0))
+    out = np.full((len(users), width), -1, dtype=np.int64)
+    for s in range(0, len(users), CHUNK):
+        scores = fn(users[s : s + CHUNK])
+        for r, pool in enumerate(pools[s : s + CHUNK]):
+            order = np.lexsort((pool, -scores[r, pool]))
+            out[s + r, : len(pool)] = pool[order]
+    return out
+
+
+def _from_file(path: Path, users: np.ndarray, k: int, n_items: int) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    cands = Candidates.load(path)
+    if not np.array_equal(cands.users, users):
+        raise ValueError(f"{path} was made for other users than this evaluation's slice; rerun "
+                         "`recsys-llm retrieve` (and `rerank apply`) with the same eval settings")
+    if cands.ids.max(initial=-1) >= n_items:
+        raise ValueError(f"{path} holds item id {cands.ids.max()} but the catalog has {n_items} items; it "
+                         "belongs to another data set: rerun `recsys-llm retrieve`")
+    if cands.k < k:
+        raise ValueError(f"{path} has {cands.k} candidates per user, fewer than max(eval.ks)={k}")
+    return cands.ids[:, :k]
+
+
+# ------------------------------------------------------------------------------------------ comparison
+def compare_run(run_dir: str | Path) -> list[ResultRow]:
+    """Evaluate every model on every slice of a run; write report.json, report.md and plots/."""
+    from recsys_llm import metrics as M
+    from recsys_llm.stats import bootstrap_ci, paired_bootstrap
+
+    t_start = time.perf_counter()
+    ctx = Context.load(run_dir)
+    cfg = ctx.cfg
+    ks = sorted(set(cfg.eval.ks))
+    kmax = ks[-1]
+    sampled = cfg.eval.sampled_negatives > 0
+    known = ctx.known_histories()
+    pop = popularity_scores(ctx.split.train, ctx.split.n_items)
+    fns = score_functions(ctx)
+    item_emb = load_embeddings(ctx.run)[0] if ctx.run.embeddings().exists() else None
+    curve_ks = list(range(1, kmax + 1))
+    rows: list[ResultRow] = []
+    paired: list[dict] = []
+    curves: dict[str, dict[str, dict[str, list[float]]]] = {"Recall": {}, "NDCG": {}}
+    rec_pop: dict[str, np.ndarray] = {}
+    for slice_name, (users, tg) in slice_users(ctx).items():
+        if len(users) == 0:
+            logger.warning("slice %s has no users; skipped", slice_name)
+            continue
+        seen = [known[u] for u in users]
+        cand = slice_candidates(ctx, slice_name)
+        ranked: dict[str, np.ndarray] = {}
+        if sampled:
+            pools = sampled_pools(users, tg, seen, ctx.split.n_items, cfg.eval.sampled_negatives, cand,
+                                  cfg.eval.seed)
+            for key, fn in fns.items():
+                ranked[key] = _rank_sampled(fn, users, pools, kmax)
+        else:
+            for key, fn in fns.items():
+                if key != "retrieval":
+                    ranked[key] = _rank_full(fn, users, seen, kmax, cand)
+            for key, folder in (("retrieval", ctx.run.candidates), ("rerank", ctx.run.ranked)):
+                r = _from_file(folder / f"{slice_name}.npz", users, kmax, ctx.split.n_items)
+                if r is not None:
+                    ranked[key] = r
+        per_user = {key: per_user_metrics(r, tg, ks) for key, r in ranked.items()}
+        for key, r in ranked.items():
+            top = r[:, : ks[0]]
+            metrics: dict[str, Any] = {n: float(v.mean()) for n, v in per_user[key].items()}
+            ci = {n: bootstrap_ci(v, n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed) for n, v in
+                  per_user[key].items()}
+            k0 = ks[0]
+            metrics[f"Coverage@{k0}"] = M.catalog_coverage(top, ctx.split.n_items, k0)
+            metrics[f"Novelty@{k0}"] = float(np.nanmean(M.novelty(top, pop, ctx.split.n_users, k0)))
+            metrics[f"ARP@{k0}"] = float(np.nanmean(M.average_recommendation_popularity(top, pop, k0)))
+            metrics[f"Gini@{k0}"] = M.gini_exposure(top, ctx.split.n_items, k0)
+            if item_emb is not None:
+                metrics[f"ILD@{k0}"] = float(np.nanmean(M.intra_list_diversity(top, item_emb, k0)))
+            metrics["users"] = len(users)
+            name = _display(key)
+            rows.append(ResultRow(name, slice_name, metrics, note="sampled" if sampled else "",
+                                  ci={n: [c.low, c.high] for n, c in ci.items()}))
+            for metric in curves:
+                curves[metric].setdefault(name, {})[slice_name] = metric_curve(r, tg, metric, curve_ks)
+            if slice_name == "warm":
+                rec_pop[name] = pop[top[top >= 0]]
+        paired += _paired(per_user, slice_name, ks[0], paired_bootstrap, cfg)
+    protocol = _protocol_text(ctx, sampled)
+    timings = _load_timings(ctx)
+    timings["evaluate"] = round(time.perf_counter() - t_start, 2)
+    extra = {
+        "protocol": {"description": protocol, "ranking": "sampled" if sampled else "full",
+                     "sampled_negatives": cfg.eval.sampled_negatives},
+        "split": ctx.split.summary(),
+        "paired": paired,
+        "curves": {"ks": curve_ks, **curves},
+        "timings_s": timings,
+        "wall_time_s": round(sum(timings.values()), 1),
+        "git_commit": git_commit(),
+        "seeds": {"split": cfg.split.seed, "train": cfg.train.seed, "rerank": cfg.rerank.seed,
+                  "eval": cfg.eval.seed},
+    }
+    write_report(ctx.run.root, rows, config=cfg.to_dict(), data=ctx.ds.summary(), extra=extra)
+    _plots(ctx.run.root / "plots", rows, curves, curve_ks, rec_pop, ks[0])
+    return rows
+
+
+def _display(key: str) -> str:
+    return BASELINE_NAMES.get(key) or MODEL_NAMES.get(key, key)
+
+
+def _paired(per_user: dict[str, dict[str, np.ndarray]], slice_name: str, k: int, paired_bootstrap,
+            cfg) -> list[dict]:
+    """Each fine-tuned model vs the best baseline on NDCG@k (chosen on this slice), for NDCG@k and Recall@k."""
+    base = [b for b in per_user if b not in OURS]
+    if not base:
+        return []
+    best = max(base, key=lambda b: float(np.mean(per_user[b][f"NDCG@{k}"])))
+    out = []
+    for ours in (m for m in OURS if m in per_user):
+        for metric in (f"NDCG@{k}", f"Recall@{k}"):
+            d = paired_bootstrap(per_user[ours][metric], per_user[best][metric], n_boot=cfg.eval.n_bootstrap,
+                                 seed=cfg.eval.seed)
+            out.append({"slice": slice_name, "model": _display(ours), "baseline": _display(best),
+                        "metric": metric, **d.to_dict()})
+    return out
+
+
+def _protocol_text(ctx: Context, sampled: bool) -> str:
+    cfg, split = ctx.cfg, ctx.split
+    ranking = (f"SAMPLED ranking: each user's held-out items among {cfg.eval.sampled_negatives} unseen items drawn "
+               "uniformly (seeded); not comparable with full-ranking numbers"
+               if sampled else f"Full ranking over the whole catalog ({split.n_items} items; no sampled negatives)")
+    holdout = (f"the published split file {Path(cfg.split.fixed_holdout).name}" if cfg.split.fixed_holdout
+               else "the user's last interaction by time (ties by file order)")
+    return (
+        f"{ranking}. Every item the user is known to have interacted with (train + valid) is filtered. "
+        f"Split: {split.kind}" + (f" (test = {holdout})" if split.kind == "leave_last_out" else
+                                  f" (cutoffs {split.cutoffs})") + ". "
+        f"Slices: warm = held-out test interactions; cold-item = all interactions of {len(split.cold_items)} "
+        f"items removed from training, candidates "
+        f"{'= the cold items only' if cfg.eval.cold_candidates == 'cold' else '= the whole catalog'}; "
+        f"cold-user = warm test users with <= {cfg.eval.cold_user_max_train} training interactions. "
+        f"Baselines see the same split, filters and candidates; at test time every model may use train + valid "
+        f"history. Rerank rows reorder the top {cfg.rerank.depth} retrieved candidates; the held-out item is "
+        f"never injected. Intervals: 95% percentile bootstrap over users ({cfg.eval.n_bootstrap} resamples); "
+        f"paired rows resample the same users for both models."
+    )
+
+
+def _load_timings(ctx: Context) -> dict[str, float]:
+    from recsys_llm.io_utils import load_json
+
+    return load_json(ctx.run.timings) if ctx.run.timings.exists() else {}
+
+
+def git_commit() -> str | None:
+    """The commit of the recsys-llm checkout (``+dirty`` if modified), or None outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def _plots(folder: Path, rows: list[ResultRow], curves: dict, curve_ks: list[int], rec_pop: dict,
+           k: int) -> None:
+    from recsys_llm import plots
+
+    for metric in curves:
+        plots.plot_metric_curves(curves[metric], curve_ks, metric, folder / f"{metric.lower()}_at_k.png")
+    name = f"NDCG@{k}"
+    values: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        low, high = r.ci.get(name, [math.nan, math.nan])
+        values.setdefault(r.model, {})[r.slice] = {"mean": r.metrics[name], "low": low, "high": high}
+    plots.plot_slice_bars(values, name, folder / "slices_ndcg.png")
+    if rec_pop:
+        plots.plot_popularity_histogram(rec_pop, folder / "popularity_of_recommendations.png")

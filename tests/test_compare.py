@@ -1,0 +1,68 @@
+"""The comparison stage: protocols, slices, and refusal of mismatched artifacts (on the tiny CLI run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from recsys_llm.compare import compare_run, sampled_pools
+from recsys_llm.pipeline import Context, slice_users
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run, dst)
+    return dst
+
+
+def _set(run, section, field, value):
+    cfg = json.loads((run / "config.json").read_text())
+    cfg[section][field] = value
+    (run / "config.json").write_text(json.dumps(cfg))
+
+
+def test_sampled_protocol_is_labelled_and_skips_the_reranker(run_copy):
+    _set(run_copy, "eval", "sampled_negatives", 20)
+    rows = compare_run(run_copy)
+    report = json.loads((run_copy / "report.json").read_text())
+    assert report["protocol"]["ranking"] == "sampled" and "SAMPLED" in report["protocol"]["description"]
+    assert all(r.note == "sampled" for r in rows)
+    assert "fine-tuned + rerank" not in {r.model for r in rows}
+    assert "sampled" in (run_copy / "report.md").read_text()
+
+
+def test_sampled_pools_hold_targets_and_unseen_negatives():
+    pools = sampled_pools(np.arange(2), [np.array([3]), np.array([4, 5])], [np.array([0, 1]), np.array([])],
+                          n_items=30, n_neg=10, cand=None, seed=0)
+    assert pools[0][0] == 3 and len(pools[0]) == 11 and not {0, 1} & set(pools[0][1:].tolist())
+    assert set(pools[1][:2].tolist()) == {4, 5} and len(set(pools[1].tolist())) == 12
+
+
+def test_cold_user_slice_has_only_users_with_few_training_interactions(run_copy):
+    _set(run_copy, "eval", "cold_user_max_train", 5)
+    ctx = Context.load(run_copy)
+    users, tg = slice_users(ctx)["cold-user"]
+    n_train = np.bincount(ctx.split.train["user"], minlength=ctx.split.n_users)
+    assert len(users) and (n_train[users] <= 5).all() and all(len(t) for t in tg)
+
+
+def test_embeddings_from_another_data_set_are_refused(run_copy):
+    meta = json.loads((run_copy / "embeddings" / "embeddings.json").read_text())
+    meta["data_fingerprint"] = "0000"
+    (run_copy / "embeddings" / "embeddings.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="embeddings do not match.*data fingerprint 0000"):
+        compare_run(run_copy)
+
+
+def test_candidates_for_another_catalog_are_refused(run_copy):
+    from recsys_llm.retrieve import Candidates
+
+    c = Candidates.load(run_copy / "candidates" / "warm.npz")
+    c.ids[0, 0] = 10_000
+    c.save(run_copy / "candidates" / "warm.npz")
+    with pytest.raises(ValueError, match="catalog has"):
+        compare_run(run_copy)
