@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install install-dev lint clean
+.PHONY: demo test install install-dev lint clean eval-ml100k eval-ml-latest-small
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
+
+# Comparison tables (see eval/README.md); ml-100k needs ../shared/data.
+eval-ml100k: $(VENV)/.installed
+	$(PY) eval/run.py --recipe ml100k
+
+eval-ml-latest-small: $(VENV)/.installed
+	$(PY) eval/run.py --recipe ml-latest-small
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check recsys_llm tests

@@ -1,7 +1,11 @@
-"""Run every stage from a recipe config and print the report.
+"""Reproduce a comparison table: every stage, every baseline, every slice, with intervals and plots.
 
 Usage:
-    python eval/run.py --config eval/configs/ml100k_wiki.json --run-dir runs/ml100k
+    python eval/run.py --recipe ml100k               # leave-last-out (peer split) + temporal, ../shared/data
+    python eval/run.py --recipe ml-latest-small      # the bundled data, both splits
+    python eval/run.py --config eval/configs/ml100k_loo.json --out runs/eval   # one config
+
+Each config runs in ``<out>/<config name>/`` (report.json, report.md, plots/); the script prints each table.
 """
 
 from __future__ import annotations
@@ -9,23 +13,44 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 from recsys_llm import pipeline
 from recsys_llm.config import PipelineConfig
 from recsys_llm.evaluate import format_table
 
-# 1. parse the recipe into the config dataclasses
+HERE = Path(__file__).resolve().parent
+RECIPES = {
+    "ml100k": ["ml100k_loo", "ml100k_temporal"],
+    "ml-latest-small": ["ml_latest_small_loo", "ml_latest_small_temporal"],
+}
+COLUMNS = ("NDCG@10", "Recall@10", "MRR@10", "Recall@50", "users")
+
+# 1. arguments: a named recipe or explicit config files
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--config", required=True, help="PipelineConfig JSON")
-parser.add_argument("--run-dir", required=True)
+parser.add_argument("--recipe", choices=sorted(RECIPES), help="named recipe (configs in eval/configs/)")
+parser.add_argument("--config", action="append", default=[], help="PipelineConfig JSON (repeatable)")
+parser.add_argument("--out", default="runs/eval", help="parent folder of the run directories")
 args = parser.parse_args()
+configs = [HERE / "configs" / f"{n}.json" for n in RECIPES.get(args.recipe, [])] + [Path(c) for c in args.config]
+if not configs:
+    parser.error("give --recipe or --config")
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-cfg = PipelineConfig.from_dict(json.loads(Path(args.config).read_text()))
+for noisy in ("faiss", "accelerate"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
 
-# 2. every stage: prepare, zero-shot embed, finetune, embed, index, retrieve, rerank, evaluate
-rows = pipeline.run_all(cfg, args.run_dir)
+# 2. every stage of every config: prepare, zero-shot, finetune, embed, index, retrieve, rerank, evaluate
+t0 = time.perf_counter()
+results = {}
+for path in configs:
+    cfg = PipelineConfig.from_dict(json.loads(path.read_text()))
+    run_dir = Path(args.out) / path.stem
+    results[path.stem] = (run_dir, pipeline.run_all(cfg, run_dir))
 
-# 3. the table, per slice
-for s in dict.fromkeys(r.slice for r in rows):
-    print(format_table(rows, s), end="\n\n")
+# 3. the tables (markdown with intervals and the paired comparison are in each report.md)
+for name, (run_dir, rows) in results.items():
+    print(f"\n## {name}  ({run_dir}/report.md, plots in {run_dir}/plots/)")
+    for s in dict.fromkeys(r.slice for r in rows):
+        print(format_table(rows, s, columns=COLUMNS, with_ci=True), end="\n\n")
+print(f"total wall time: {time.perf_counter() - t0:.0f} s")
