@@ -284,13 +284,15 @@ def _plots(folder: Path, rows: list[ResultRow], curves: dict, curve_ks: list[int
            k: int) -> None:
     from recsys_llm import plots
 
+    models = list(dict.fromkeys(r.model for r in rows))  # one colour per model across every plot
     for metric in curves:
-        plots.plot_metric_curves(curves[metric], curve_ks, metric, folder / f"{metric.lower()}_at_k.png")
+        plots.plot_metric_curves(curves[metric], curve_ks, metric, folder / f"{metric.lower()}_at_k.png",
+                                 models=models)
     name = f"NDCG@{k}"
     values: dict[str, dict[str, dict]] = {}
     for r in rows:
         low, high = r.ci.get(name, [math.nan, math.nan])
         values.setdefault(r.model, {})[r.slice] = {"mean": r.metrics[name], "low": low, "high": high}
-    plots.plot_slice_bars(values, name, folder / "slices_ndcg.png")
+    plots.plot_slice_bars(values, name, folder / "slices_ndcg.png", models=models)
     if rec_pop:
-        plots.plot_popularity_histogram(rec_pop, folder / "popularity_of_recommendations.png")
+        plots.plot_popularity_histogram(rec_pop, folder / "popularity_of_recommendations.png", models=models)

@@ -1,6 +1,6 @@
 """Ranking metrics as pure numpy functions on a hit matrix.
 
-Every metric takes ``hits`` (bool, ``(n_users, K)``, column ``r-1`` = "the item at rank r is held out"),
+The accuracy metrics take ``hits`` (bool, ``(n_users, K)``, column ``r-1`` = "the item at rank r is held out"),
 ``n_rel`` (int64, ``(n_users,)``, number of distinct held-out items) and a cut-off ``k <= K``, and returns a
 float64 array with one value per user. Users with ``n_rel == 0`` get ``NaN`` for every metric: they have
 nothing to find, so the caller drops them before averaging (`recsys_llm.evaluate.evaluate_ranked` does).
@@ -12,11 +12,14 @@ Example:
     >>> hits, n_rel = hit_matrix(ranked, [np.array([3, 7])])
     >>> recall_at_k(hits, n_rel, 2), mrr_at_k(hits, n_rel, 4)
     (array([0.5]), array([0.5]))
+
+The beyond-accuracy metrics (`catalog_coverage`, `intra_list_diversity`, `novelty`,
+`average_recommendation_popularity`, `gini_exposure`) take the ranked id matrix itself (``(n_users, K)``,
+best first, ``-1`` padding) and ignore the padding. Per-user ones return ``NaN`` for rows with too few items.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -208,118 +211,221 @@ def mrr_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
 
 
 def map_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    """Average precision at k, trec_eval's ``map_cut_k`` convention  (NaN where n_rel == 0).
+    """AP@k (average precision at k; MAP@k is its mean over users)  (NaN where n_rel == 0).
 
-    AP@k = (1 / n_rel) * sum_{r=1..k} P@r * hit_r, normalised by *all* relevant items (not min(n_rel, k)).
+    AP@k = (1 / n_rel) * sum_{r=1..k} P@r * hit_r,  with P@r = |hits in top r| / r.
+
+    Normalised by the total number of relevant items ``n_rel`` (trec_eval's ``map_cut_k`` convention), not
+    by ``min(n_rel, k)``: a user with more relevant items than ``k`` cannot reach 1 (at most ``k / n_rel``).
+
+    Args / Returns: as `recall_at_k`.
 
     Example:
-        >>> # hits at ranks 1 and 3, n_rel = 2: (1/1 + 2/3) / 2 = 0.8333
-        >>> map_at_k(np.array([[1, 0, 1]], bool), np.array([2]), 3).round(4)
-        array([0.8333])
+        >>> # hits at ranks 1 and 3, n_rel = 3: (1/1 + 2/3) / 3 = 0.5556
+        >>> map_at_k(np.array([[1, 0, 1]], bool), np.array([3]), 3).round(4)
+        array([0.5556])
     """
     top, n_rel = _top(hits, n_rel, k)
-    ranks = np.arange(1, k + 1, dtype=np.float64)  # (k,)
-    prec = np.cumsum(top, axis=1) / ranks  # (n_users, k): P@r
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return _nan_where_empty((prec * top).sum(axis=1) / np.maximum(n_rel, 1), n_rel)
+    prec = np.cumsum(top, axis=1) / np.arange(1, k + 1, dtype=np.float64)  # P@r, r = 1..k
+    ap_sum = (prec * top).sum(axis=1)
+    return _nan_where_empty(ap_sum / np.maximum(n_rel, 1), n_rel)
 
 
-# ----------------------------------------------------------------------------------- beyond accuracy
-def _top_ids(ranked: np.ndarray, k: int) -> np.ndarray:
+# ---------------------------------------------------------------------------------------------------------
+# Beyond-accuracy metrics: computed from the ranked ids, not from hits.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _ranked_top(ranked: np.ndarray, k: int, n_items: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate; return ``(ranked[:, :k] as int64, valid mask = ids >= 0)``. Checks ids < n_items if given."""
     ranked = np.asarray(ranked)
     if ranked.ndim != 2:
         raise ValueError(f"ranked must be 2-D (n_users, K); got shape {ranked.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= ranked.shape[1]:
-        raise ValueError(f"k={k!r} must be an integer in 1..{ranked.shape[1]}")
-    return ranked[:, :k].astype(np.int64)
+    if ranked.size and not np.issubdtype(ranked.dtype, np.integer):
+        raise ValueError(f"ranked must hold integer item ids; got dtype {ranked.dtype}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    if k > ranked.shape[1]:
+        raise ValueError(
+            f"k={k} but the rankings have only {ranked.shape[1]} columns; rank at least k items per user "
+            "(pad short rows with -1)"
+        )
+    top = ranked[:, :k].astype(np.int64, copy=False)
+    if n_items is not None and top.size and int(top.max()) >= n_items:
+        raise ValueError(f"ranked holds item id {int(top.max())} but there are only {n_items} items")
+    return top, top >= 0
+
+
+def _check_n_items(n_items: int) -> int:
+    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 1:
+        raise ValueError(f"n_items must be an integer >= 1; got {n_items!r}")
+    return int(n_items)
+
+
+def _check_counts(item_counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(item_counts, dtype=np.float64)
+    if counts.ndim != 1:
+        raise ValueError(f"item_counts must be 1-D (n_items,); got shape {counts.shape}")
+    if counts.size and counts.min() < 0:
+        raise ValueError("item_counts must be >= 0")
+    return counts
+
+
+def _gather(table: np.ndarray, top: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``table[top]`` with padding entries read as row 0 (masked by the caller); safe for an empty table."""
+    if table.shape[0] == 0:  # then every entry is padding (_ranked_top checked ids < 0 = size)
+        return np.zeros(top.shape + table.shape[1:], dtype=table.dtype)
+    return table[np.where(valid, top, 0)]
+
+
+def _mean_over_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Row mean of ``values`` over ``valid`` entries; NaN for rows with none."""
+    n = valid.sum(axis=1)
+    total = np.where(valid, values, 0.0).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float64)
+
+
+def _exposure(top: np.ndarray, valid: np.ndarray, n_items: int) -> np.ndarray:
+    return np.bincount(top[valid], minlength=n_items)
 
 
 def catalog_coverage(ranked: np.ndarray, n_items: int, k: int) -> float:
-    """Coverage@k = |distinct items in any user's top k| / n_items  (``-1`` pads ignored).
+    """Catalog coverage@k = |distinct item ids in all users' top k| / n_items.
+
+    Args:
+        ranked: ``(n_users, K)`` integer item ids, best first, ``-1`` padding (ignored).
+        n_items: catalog size; ids must be ``< n_items`` (ValueError otherwise).
+        k: cut-off, ``1 <= k <= K``.
+
+    Returns:
+        float in ``[0, 1]``.
 
     Example:
-        >>> catalog_coverage(np.array([[0, 1], [1, -1]]), 4, 2)
+        >>> catalog_coverage(np.array([[0, 1], [1, -1]]), n_items=4, k=2)   # {0, 1} / 4
         0.5
     """
-    top = _top_ids(ranked, k)
-    return float(len(np.unique(top[top >= 0])) / n_items) if n_items else math.nan
-
-
-def intra_list_diversity(ranked: np.ndarray, item_emb: np.ndarray, k: int) -> np.ndarray:
-    """ILD@k per user = 1 - mean pairwise cosine of the recommended items' embeddings  (NaN for < 2 items).
-
-    ILD_u = 1 - (2 / (m (m - 1))) * sum_{i < j} cos(e_i, e_j) over the ``m`` real items of the list.
-
-    Example:
-        >>> emb = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-        >>> intra_list_diversity(np.array([[0, 1], [0, 2]]), emb, 2)
-        array([1., 0.])
-    """
-    top = _top_ids(ranked, k)
-    emb = np.asarray(item_emb, dtype=np.float64)
-    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    out = np.full(len(top), np.nan)
-    chunk = max(1, (1 << 22) // max(1, k * unit.shape[1]))
-    for s in range(0, len(top), chunk):
-        ids = top[s : s + chunk]
-        valid = ids >= 0  # (b, k)
-        vec = unit[np.clip(ids, 0, None)] * valid[..., None]  # (b, k, d), pads zeroed
-        total = vec.sum(axis=1)  # (b, d)
-        pair_sum = (np.einsum("bd,bd->b", total, total) - valid.sum(axis=1)) / 2  # sum_{i<j} cos
-        m = valid.sum(axis=1)
-        n_pairs = m * (m - 1) / 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[s : s + chunk] = np.where(m >= 2, 1.0 - pair_sum / np.maximum(n_pairs, 1), np.nan)
-    return out
-
-
-def novelty(ranked: np.ndarray, item_counts: np.ndarray, n_users: int, k: int) -> np.ndarray:
-    """Novelty@k per user = mean self-information -log2(p_i), p_i = max(count_i, 1) / n_users.
-
-    Counts are training interactions per item; unseen items are clipped to 1 so their novelty is finite
-    (the most novel value). NaN for lists without items.
-
-    Example:
-        >>> novelty(np.array([[0, 1]]), np.array([4, 1]), 4, 2)   # (-log2(1) - log2(1/4)) / 2
-        array([1.])
-    """
-    top = _top_ids(ranked, k)
-    info = -np.log2(np.maximum(np.asarray(item_counts, dtype=np.float64), 1.0) / n_users)
-    return _mean_over_list(top, info)
-
-
-def average_recommendation_popularity(ranked: np.ndarray, item_counts: np.ndarray, k: int) -> np.ndarray:
-    """ARP@k per user = mean training count of the recommended items (Abdollahpouri et al. 2019).
-
-    Example:
-        >>> average_recommendation_popularity(np.array([[0, 1, -1]]), np.array([4, 2]), 3)
-        array([3.])
-    """
-    return _mean_over_list(_top_ids(ranked, k), np.asarray(item_counts, dtype=np.float64))
+    n_items = _check_n_items(n_items)
+    top, valid = _ranked_top(ranked, k, n_items)
+    return float(np.unique(top[valid]).size / n_items)
 
 
 def gini_exposure(ranked: np.ndarray, n_items: int, k: int) -> float:
-    """Gini coefficient of how often each catalog item appears in the users' top k.
+    """Gini coefficient of item exposure in all users' top k (0 = every item shown equally often, -> 1 =
+    exposure concentrated on few items).
 
-    With exposures x sorted ascending, G = sum_{i=1..n} (2i - n - 1) x_i / (n sum x): 0 = every item shown
-    equally often, -> 1 = all exposure on one item; 0 when nothing is shown.
+    x_i = number of users whose top k contains item i (every catalog item, also those never shown, counts);
+    with x sorted ascending and i = 1..n (n = n_items):  G = sum_i (2i - n - 1) x_i / (n * sum_i x_i);
+    G = 0 when sum x = 0. One item shown to everyone and nothing else gives the maximum (n - 1) / n.
+
+    Args / Returns: as `catalog_coverage`.
 
     Example:
-        >>> gini_exposure(np.array([[0], [0]]), 2, 1)   # x = [0, 2]: (−1·0 + 1·2) / (2·2)
+        >>> gini_exposure(np.array([[0], [0]]), n_items=2, k=1)   # x = [0, 2]: (1*0 + 1*2) / (2*2)
         0.5
     """
-    top = _top_ids(ranked, k)
-    x = np.sort(np.bincount(top[top >= 0], minlength=n_items)[:n_items].astype(np.float64))
-    n, total = len(x), x.sum()
-    if total == 0 or n == 0:
+    n_items = _check_n_items(n_items)
+    top, valid = _ranked_top(ranked, k, n_items)
+    x = np.sort(_exposure(top, valid, n_items)).astype(np.float64)
+    total = x.sum()
+    if total == 0:
         return 0.0
-    i = np.arange(1, n + 1)
-    return float(((2 * i - n - 1) * x).sum() / (n * total))
+    i = np.arange(1, n_items + 1, dtype=np.float64)
+    return float(((2 * i - n_items - 1) * x).sum() / (n_items * total))
 
 
-def _mean_over_list(top: np.ndarray, values: np.ndarray) -> np.ndarray:
-    valid = top >= 0
-    v = np.where(valid, values[np.clip(top, 0, None)], 0.0)
+def intra_list_diversity(
+    ranked: np.ndarray, item_emb: np.ndarray, k: int, *, max_chunk_bytes: int = 64 * 2**20
+) -> np.ndarray:
+    """Intra-list diversity@k = 1 - mean pairwise cosine similarity of the top-k items' embeddings.
+
+    ILD_u = 1 - (1 / (m (m - 1))) * sum_{i != j} cos(e_i, e_j) over the m non-padding items of the user's
+    top k; NaN where m < 2. In ``[0, 2]`` (0 = identical directions). A zero-norm embedding has cosine 0 with
+    everything. Vectorised with ``einsum`` over chunks of users, using the identity
+    sum_{i != j} <v_i, v_j> = |sum_i v_i|^2 - sum_i |v_i|^2 on unit vectors (O(k d) per user, no k x k
+    matrix); each chunk's gathered ``(users, k, d)`` embeddings take about ``max_chunk_bytes``.
+
+    Args:
+        ranked: ``(n_users, K)`` integer item ids, best first, ``-1`` padding (ignored).
+        item_emb: ``(n_items, d)`` float embeddings, row = item id (ids must be ``< n_items``).
+        k: cut-off, ``1 <= k <= K``.
+        max_chunk_bytes: memory bound for one chunk of users (at least one user per chunk).
+
+    Returns:
+        float64 ``(n_users,)``.
+
+    Example:
+        >>> emb = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> intra_list_diversity(np.array([[0, 1], [0, -1]]), emb, 2)   # cos = 0 -> 1; one item -> NaN
+        array([ 1., nan])
+    """
+    emb = np.asarray(item_emb, dtype=np.float64)
+    if emb.ndim != 2:
+        raise ValueError(f"item_emb must be 2-D (n_items, d); got shape {emb.shape}")
+    top, valid = _ranked_top(ranked, k, emb.shape[0])
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit = emb / np.where(norms > 0, norms, 1.0)
+    n_users, d = top.shape[0], emb.shape[1]
     m = valid.sum(axis=1)
+    pair_sum = np.zeros(n_users, dtype=np.float64)
+    chunk = max(1, int(max_chunk_bytes) // (8 * k * max(d, 1)))
+    for start in range(0, n_users, chunk):
+        sl = slice(start, start + chunk)
+        vecs = _gather(unit, top[sl], valid[sl]) * valid[sl, :, None]  # (c, k, d); pads -> zero vectors
+        total = vecs.sum(axis=1)  # (c, d)
+        # ordered pairs i != j: |sum v|^2 - sum |v|^2 (exact also for zero-norm rows, whose |v|^2 is 0)
+        pair_sum[sl] = np.einsum("ud,ud->u", total, total) - np.einsum("uid,uid->u", vecs, vecs)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(m > 0, v.sum(axis=1) / np.maximum(m, 1), np.nan)
+        ild = np.clip(1.0 - pair_sum / np.maximum(m * (m - 1), 1), 0.0, 2.0)  # clip float round-off
+    return np.where(m >= 2, ild, np.nan).astype(np.float64)
+
+
+def novelty(ranked: np.ndarray, item_counts: np.ndarray, n_users: int, k: int) -> np.ndarray:
+    """Novelty@k = mean self-information of the top-k items:  (1/m) * sum_i -log2(p_i),  p_i = c_i / n_users.
+
+    ``c_i = max(item_counts[i], 1)``: counts are clipped at 1 so items never seen in training get the finite
+    maximum ``log2(n_users)`` rather than infinity. With per-user counts (users who interacted with the item)
+    ``p_i <= 1`` and novelty ``>= 0``; with raw interaction counts (repeats included) an item can exceed
+    ``n_users`` and contribute a negative term. m = non-padding items in the top k; NaN where m = 0.
+
+    Args:
+        ranked: ``(n_users, K)`` integer item ids, best first, ``-1`` padding (ignored).
+        item_counts: ``(n_items,)`` non-negative popularity counts, indexed by item id.
+        n_users: number of users the counts come from (the denominator of p_i), ``>= 1``.
+        k: cut-off, ``1 <= k <= K``.
+
+    Returns:
+        float64 ``(ranked.shape[0],)``.
+
+    Example:
+        >>> novelty(np.array([[0, 1]]), np.array([4, 1]), n_users=4, k=2)   # (-log2(1) - log2(1/4)) / 2
+        array([1.])
+    """
+    if isinstance(n_users, bool) or not isinstance(n_users, (int, np.integer)) or n_users < 1:
+        raise ValueError(f"n_users must be an integer >= 1; got {n_users!r}")
+    counts = _check_counts(item_counts)
+    top, valid = _ranked_top(ranked, k, counts.size)
+    info = -np.log2(np.maximum(counts, 1.0) / n_users)
+    return _mean_over_valid(_gather(info, top, valid), valid)
+
+
+def average_recommendation_popularity(ranked: np.ndarray, item_counts: np.ndarray, k: int) -> np.ndarray:
+    """ARP@k (Abdollahpouri et al.) = mean popularity count of the top-k items:  (1/m) * sum_i c_i.
+
+    m = non-padding items in the top k; NaN where m = 0. Lower = less popularity-biased lists.
+
+    Args:
+        ranked: ``(n_users, K)`` integer item ids, best first, ``-1`` padding (ignored).
+        item_counts: ``(n_items,)`` non-negative popularity counts (e.g. training interactions per item).
+        k: cut-off, ``1 <= k <= K``.
+
+    Returns:
+        float64 ``(ranked.shape[0],)``.
+
+    Example:
+        >>> average_recommendation_popularity(np.array([[0, 1, -1]]), np.array([10, 2]), 3)   # (10 + 2) / 2
+        array([6.])
+    """
+    counts = _check_counts(item_counts)
+    top, valid = _ranked_top(ranked, k, counts.size)
+    return _mean_over_valid(_gather(counts, top, valid), valid)

@@ -1,7 +1,9 @@
 """Uncertainty over users: percentile-bootstrap intervals and the paired bootstrap of two models.
 
 Both resample *users* with replacement (the unit that varies between evaluations), vectorised: an
-``(n_boot, n)`` index matrix drawn in chunks, never a Python loop over resamples.
+``(n_boot, n)`` matrix of resampled user positions is drawn in chunks of at most ``_CHUNK`` cells (bounded
+memory whatever ``n_boot * n``), never a Python loop over resamples. Results are deterministic given the
+input, ``n_boot`` and ``seed``.
 
 Example:
     >>> import numpy as np
@@ -18,11 +20,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-_CHUNK = 1 << 22  # resampled cells per chunk (~32 MB of float64)
+_CHUNK = 1 << 22  # resampled cells per chunk: ~32 MB of int64 positions + ~32 MB of gathered float64 values
 
 
 @dataclass(frozen=True)
 class Interval:
+    """Mean over users and its bootstrap interval ``[low, high]`` (NaN when it cannot be estimated)."""
+
     mean: float
     low: float
     high: float
@@ -33,6 +37,8 @@ class Interval:
 
 @dataclass(frozen=True)
 class PairedDiff:
+    """``diff = mean(a - b)`` over users, its bootstrap interval and the two-sided bootstrap p-value."""
+
     diff: float
     low: float
     high: float
@@ -48,7 +54,7 @@ def _boot_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     n = len(values)
     rows = max(1, _CHUNK // n)
     out = np.empty(n_boot, dtype=np.float64)
-    for start in range(0, n_boot, rows):
+    for start in range(0, n_boot, rows):  # a loop over chunks of resamples, each chunk vectorised
         b = min(rows, n_boot - start)
         idx = rng.integers(0, n, size=(b, n))  # (b, n) resampled user positions
         out[start : start + b] = values[idx].mean(axis=1)
@@ -56,8 +62,8 @@ def _boot_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
 
 
 def _check(n_boot: int, alpha: float) -> None:
-    if n_boot < 10:
-        raise ValueError(f"n_boot={n_boot}: need at least 10 resamples")
+    if int(n_boot) != n_boot or n_boot < 10:
+        raise ValueError(f"n_boot={n_boot}: need an integer number of resamples, at least 10")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha={alpha}: must be in (0, 1)")
 
@@ -65,13 +71,30 @@ def _check(n_boot: int, alpha: float) -> None:
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> Interval:
     """Percentile bootstrap interval of the mean over users.
 
-    ``mean = (1/n) sum_u v_u``; the interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles of the means of
-    ``n_boot`` resamples of the ``n`` users with replacement. NaN values (users without targets) are dropped
-    first; with fewer than 2 users the interval is ``(nan, nan)``.
+    With ``v_1..v_n`` the per-user values left after dropping NaN (users without targets):
+
+    - ``mean = (1/n) * sum_u v_u``;
+    - for ``b = 1..n_boot`` draw ``n`` users with replacement and take their mean ``m*_b``;
+    - ``low, high = quantile(m*, alpha/2), quantile(m*, 1 - alpha/2)`` (linear interpolation).
+
+    With ``n == 1`` the result is ``Interval(v_1, nan, nan)``; with ``n == 0`` all three are NaN.
 
     Args:
-        values: ``(n,)`` per-user metric values.
-        n_boot: resamples. alpha: 0.05 gives a 95% interval. seed: seed of the resampling.
+        values: ``(n,)`` per-user metric values; NaN entries are dropped.
+        n_boot: number of resamples (at least 10).
+        alpha: ``0.05`` gives a 95% interval.
+        seed: seed of the resampling (same inputs and seed -> same interval).
+
+    Raises:
+        ValueError: ``values`` is not 1-D, ``n_boot < 10`` or ``alpha`` is not in ``(0, 1)``.
+
+    Example:
+        >>> import numpy as np
+        >>> ci = bootstrap_ci(np.array([0.0, 1.0, np.nan, 1.0, 0.0]), n_boot=200, seed=0)
+        >>> ci.mean, 0.0 <= ci.low < 0.5 < ci.high <= 1.0
+        (0.5, True)
+        >>> bootstrap_ci(np.array([0.3, np.nan]))
+        Interval(mean=0.3, low=nan, high=nan)
     """
     _check(n_boot, alpha)
     v = np.asarray(values, dtype=np.float64)
@@ -82,7 +105,7 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, se
         return Interval(math.nan, math.nan, math.nan)
     if len(v) < 2:
         return Interval(float(v.mean()), math.nan, math.nan)
-    means = _boot_means(v, n_boot, seed)
+    means = _boot_means(v, int(n_boot), seed)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return Interval(float(v.mean()), float(low), float(high))
 
@@ -91,14 +114,41 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: fl
                      seed: int = 0) -> PairedDiff:
     """Paired bootstrap of ``mean(a - b)`` over the same users.
 
-    ``d_u = a_u - b_u`` for users where neither is NaN; ``diff = mean(d)``; the interval is the percentile
-    bootstrap interval of ``mean(d)`` (users resampled, so both models see the same resample). The two-sided
-    p-value is ``min(1, 2 * min(P*(mean* <= 0), P*(mean* >= 0)))`` over the bootstrap means ``mean*``: how
-    often a resample lands on the other side of zero, doubled. It is a bootstrap approximation (resolution
-    ``1 / n_boot``), reported next to the interval rather than instead of it.
+    ``a[u]`` and ``b[u]`` are two models' values for the same user ``u``. Users where either side is NaN are
+    dropped; over the ``n`` remaining users ``d_u = a_u - b_u`` and:
+
+    - ``diff = (1/n) * sum_u d_u``;
+    - ``m*_1..m*_B`` (``B = n_boot``) are the means of ``d`` over ``B`` resamples of the users with
+      replacement (both models see the same resampled users: that is the pairing);
+    - ``low, high = quantile(m*, alpha/2), quantile(m*, 1 - alpha/2)``;
+    - ``p_value = min(1, 2 * min(#{b: m*_b <= 0}, #{b: m*_b >= 0}) / B)``.
+
+    The p-value is twice the fraction of bootstrap means on the other side of zero from the bulk of the
+    bootstrap distribution (for ``diff > 0`` in practice ``2 * #{m*_b <= 0} / B``), capped at 1; resamples
+    exactly at 0 count on both sides (conservative). So ``p_value < alpha`` iff the ``1 - alpha`` percentile
+    interval excludes 0, up to quantile interpolation. It is a bootstrap approximation with resolution
+    ``1 / B``: ``0.0`` means fewer than one resample in ``B`` crossed zero (read ``p < 1/B``, never exactly 0).
+    Identical inputs give ``diff = low = high = 0`` and ``p_value = 1``. With ``n == 1`` only ``diff`` is
+    defined (the rest NaN); with ``n == 0`` all four are NaN.
+
+    Args:
+        a, b: ``(n_users,)`` per-user values of two models on the same users, in the same order.
+        n_boot: number of resamples (at least 10).
+        alpha: ``0.05`` gives a 95% interval.
+        seed: seed of the resampling.
 
     Raises:
-        ValueError: ``a`` and ``b`` are not 1-D arrays of the same length.
+        ValueError: ``a`` and ``b`` are not 1-D arrays of the same length, ``n_boot < 10`` or ``alpha`` is
+            not in ``(0, 1)``.
+
+    Example:
+        >>> import numpy as np
+        >>> b = np.linspace(0.0, 1.0, 200)
+        >>> r = paired_bootstrap(b + 0.1, b, seed=0)  # a is better by 0.1 on every user
+        >>> round(r.diff, 6), round(r.low, 6), round(r.high, 6), r.p_value
+        (0.1, 0.1, 0.1, 0.0)
+        >>> paired_bootstrap(b, b).to_dict()
+        {'diff': 0.0, 'low': 0.0, 'high': 0.0, 'p_value': 1.0}
     """
     _check(n_boot, alpha)
     a = np.asarray(a, dtype=np.float64)
@@ -108,7 +158,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: fl
     d = (a - b)[~(np.isnan(a) | np.isnan(b))]
     if len(d) < 2:
         return PairedDiff(float(d.mean()) if len(d) else math.nan, math.nan, math.nan, math.nan)
-    means = _boot_means(d, n_boot, seed)
+    means = _boot_means(d, int(n_boot), seed)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     p = min(1.0, 2.0 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
     return PairedDiff(float(d.mean()), float(low), float(high), p)
