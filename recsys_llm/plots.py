@@ -114,7 +114,7 @@ def plot_metric_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], ks: 
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colors[m], marker=marker, markersize=3, label=m) for m in order if m in curves]
     if handles:  # one legend for the figure, outside the axes: every model, even one missing from a slice
-        fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+        fig.legend(handles=handles, loc="outside right center", fontsize=8)
     fig.suptitle(f"{metric}@K against K, per slice")
     return _save(fig, path)
 
@@ -161,7 +161,7 @@ def plot_slice_bars(values: Mapping[str, Mapping[str, Mapping[str, Any]]], metri
     ax.set_title(f"{metric} per slice (whiskers: {interval_label})")
     ax.grid(axis="y", alpha=0.3)
     if order:
-        fig.legend(loc="outside right upper", fontsize=8)
+        fig.legend(loc="outside right center", fontsize=8)
     return _save(fig, path)
 
 
