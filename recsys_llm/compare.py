@@ -87,11 +87,27 @@ def check_embeddings(ctx: Context, items: np.ndarray, users: np.ndarray, meta: d
                          + ". Rerun `recsys-llm embed` (and the stages after it)")
 
 
-def _rank_full(fn: ScoreFn, users: np.ndarray, seen: list, k: int, cand: np.ndarray | None) -> np.ndarray:
+def tie_order(n_items: int, seed: int) -> np.ndarray:
+    """A seeded random permutation of the catalog used to break score ties.
+
+    Breaking ties by item id would leak information wherever ids correlate with popularity (MovieLens ids
+    follow the order movies entered the catalog): a model that scores every cold item 0 would then rank
+    them in id order and look far better than chance. Ties are broken in this random order instead.
+    """
+    return np.random.default_rng([seed, n_items]).permutation(n_items).astype(np.int64)
+
+
+def _rank_full(fn: ScoreFn, users: np.ndarray, seen: list, k: int, cand: np.ndarray | None,
+               perm: np.ndarray) -> np.ndarray:
+    """Full ranking with ties broken in ``perm`` order: rank columns permuted by ``perm``, map ids back."""
+    inv = np.argsort(perm)  # item id -> position in perm
+    cand_p = None if cand is None else inv[np.asarray(cand, dtype=np.int64)]
     out = []
     for s in range(0, len(users), CHUNK):
         b = users[s : s + CHUNK]
-        out.append(rank_items(fn(b), k, seen=seen[s : s + CHUNK], candidates=cand)[1])
+        seen_p = [inv[np.asarray(x, dtype=np.int64)] for x in seen[s : s + CHUNK]]
+        ids_p = rank_items(fn(b)[:, perm], k, seen=seen_p, candidates=cand_p)[1]  # (b, k) in perm positions
+        out.append(np.where(ids_p >= 0, perm[np.clip(ids_p, 0, None)], -1))
     return np.concatenate(out) if out else np.empty((0, k), np.int64)
 
 
@@ -108,14 +124,16 @@ def sampled_pools(users: np.ndarray, tg: list[np.ndarray], seen: list[np.ndarray
     return pools
 
 
-def _rank_sampled(fn: ScoreFn, users: np.ndarray, pools: list[np.ndarray], k: int) -> np.ndarray:
-    """Each user's pool ordered by the model's score (ties to the lower id), padded with -1 to width k."""
+def _rank_sampled(fn: ScoreFn, users: np.ndarray, pools: list[np.ndarray], k: int,
+                  perm: np.ndarray) -> np.ndarray:
+    """Each user's pool ordered by the model's score (ties in ``perm`` order), padded with -1 to width k."""
+    inv = np.argsort(perm)
     width = max(k, max((len(p) for p in pools), default=0))
     out = np.full((len(users), width), -1, dtype=np.int64)
     for s in range(0, len(users), CHUNK):
         scores = fn(users[s : s + CHUNK])
         for r, pool in enumerate(pools[s : s + CHUNK]):
-            order = np.lexsort((pool, -scores[r, pool]))
+            order = np.lexsort((inv[pool], -scores[r, pool]))
             out[s + r, : len(pool)] = pool[order]
     return out
 
@@ -150,6 +168,7 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
     known = ctx.known_histories()
     pop = popularity_scores(ctx.split.train, ctx.split.n_items)
     fns = score_functions(ctx)
+    perm = tie_order(ctx.split.n_items, cfg.eval.seed)
     item_emb = load_embeddings(ctx.run)[0] if ctx.run.embeddings().exists() else None
     curve_ks = list(range(1, kmax + 1))
     rows: list[ResultRow] = []
@@ -167,11 +186,11 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
             pools = sampled_pools(users, tg, seen, ctx.split.n_items, cfg.eval.sampled_negatives, cand,
                                   cfg.eval.seed)
             for key, fn in fns.items():
-                ranked[key] = _rank_sampled(fn, users, pools, kmax)
+                ranked[key] = _rank_sampled(fn, users, pools, kmax, perm)
         else:
             for key, fn in fns.items():
                 if key != "retrieval":
-                    ranked[key] = _rank_full(fn, users, seen, kmax, cand)
+                    ranked[key] = _rank_full(fn, users, seen, kmax, cand, perm)
             for key, folder in (("retrieval", ctx.run.candidates), ("rerank", ctx.run.ranked)):
                 r = _from_file(folder / f"{slice_name}.npz", users, kmax, ctx.split.n_items)
                 if r is not None:
@@ -254,6 +273,7 @@ def _protocol_text(ctx: Context, sampled: bool) -> str:
         f"items removed from training, candidates "
         f"{'= the cold items only' if cfg.eval.cold_candidates == 'cold' else '= the whole catalog'}; "
         f"cold-user = warm test users with <= {cfg.eval.cold_user_max_train} training interactions. "
+        f"Score ties are broken in a seeded random order, never by item id (ids can correlate with popularity). "
         f"Baselines see the same split, filters and candidates; at test time every model may use train + valid "
         f"history. Rerank rows reorder the top {cfg.rerank.depth} retrieved candidates; the held-out item is "
         f"never injected. Intervals: 95% percentile bootstrap over users ({cfg.eval.n_bootstrap} resamples); "

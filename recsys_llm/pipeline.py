@@ -124,7 +124,8 @@ def _timed(stage: str):
         def wrapper(run_dir, *args, **kwargs):
             t0 = time.perf_counter()
             out = fn(run_dir, *args, **kwargs)
-            _record_time(RunDir(Path(run_dir)), stage, time.perf_counter() - t0)
+            name = f"{stage}-zeroshot" if kwargs.get("zero_shot") else stage  # both embeddings are timed
+            _record_time(RunDir(Path(run_dir)), name, time.perf_counter() - t0)
             return out
 
         wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
