@@ -82,7 +82,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from recsys_llm.pipeline import finetune
 
     _apply_overrides(args.run_dir, args.set)
-    finetune(args.run_dir)
+    finetune(args.run_dir, resume=args.resume)
     print(f"encoder saved to {Path(args.run_dir) / 'encoder'}")
 
 
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="LoRA-fine-tune the two-tower encoder (accelerate)")
     _add_run_dir(p)
     _add_set(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in RUN_DIR/encoder/checkpoints (train.checkpoint_every)")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("embed", help="encode all items and users with the fine-tuned (or untuned) encoder")

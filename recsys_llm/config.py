@@ -149,30 +149,76 @@ class EncoderConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = field(default=32, metadata=_help("(user text, next item) pairs per step."))
+    batch_size: int = field(
+        default=32, metadata=_help("(user text, next item) pairs per forward pass (one micro-batch)."))
     max_steps: int = field(default=150, metadata=_help("Optimizer steps."))
     lr: float = field(default=1e-3, metadata=_help("AdamW learning rate for the LoRA weights."))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
-    warmup_steps: int = field(default=10, metadata=_help("Linear warm-up steps."))
+    warmup_steps: int = field(default=10, metadata=_help("Linear warm-up steps (from 0 to lr)."))
+    lr_schedule: str = field(
+        default="linear", metadata=_help("After warm-up: linear (decay to 0), cosine (half cosine to 0) or constant."))
     temperature: float = field(default=0.05, metadata=_help("Softmax temperature of the in-batch InfoNCE loss."))
+    learnable_temperature: bool = field(
+        default=False,
+        metadata=_help("Train log(temperature) with the model, starting at `temperature`, clamped to [0.01, 1]."))
     logq_correction: bool = field(
         default=True, metadata=_help("Subtract log(item sampling probability) from in-batch logits (Yi et al. 2019)."))
     min_history: int = field(default=1, metadata=_help("Training pairs need at least this many earlier items."))
     pairs_per_user: int = field(
         default=0, metadata=_help("Cap training pairs per user, most recent kept (0 = no cap).")
     )
+    sampling: str = field(
+        default="pairs",
+        metadata=_help("pairs: uniform over training pairs; user: a uniform user, then one of their pairs "
+                       "(long histories do not dominate)."))
+    unique_items_in_batch: bool = field(
+        default=True,
+        metadata=_help("Redraw pairs whose positive item is already in the batch (it would be a false negative)."))
+    grad_accum_steps: int = field(
+        default=1,
+        metadata=_help("Micro-batches per optimizer step. The batch_size * grad_accum_steps pairs of a step are all "
+                       "negatives of each other (gradient caching), at one micro-batch's activation memory."))
+    gradient_checkpointing: bool = field(
+        default=False, metadata=_help("Recompute backbone activations in backward (less memory, ~30% slower)."))
+    compile: bool = field(default=False, metadata=_help("torch.compile the encoder forward (dynamic shapes)."))
     seed: int = field(default=0, metadata=_help("Seed for sampling, LoRA init and dropout."))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N."))
     mixed_precision: str = field(default="no", metadata=_help("no, bf16 or fp16 (accelerate)."))
     log_every: int = field(default=10, metadata=_help("Log the loss every N steps."))
+    checkpoint_every: int = field(
+        default=0,
+        metadata=_help("Write a resumable checkpoint every N optimizer steps to OUT/checkpoints/ (0 = off)."))
+    keep_checkpoints: int = field(default=2, metadata=_help("Keep only the newest N checkpoints."))
+    eval_every: int = field(
+        default=0,
+        metadata=_help("Evaluate Recall@10/NDCG@10 on the validation users every N steps (0 = off; needs "
+                       "validation data). The best adapter is kept in OUT/best/."))
+    early_stopping_patience: int = field(
+        default=0, metadata=_help("Stop after N evaluations without a better NDCG@10 (0 = off; needs eval_every)."))
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 2, "train", "batch_size", self.batch_size,
                "in-batch negatives need at least 2 pairs per batch")
         _check(self.max_steps >= 1, "train", "max_steps", self.max_steps, "must be >= 1")
         _check(self.lr > 0, "train", "lr", self.lr, "must be > 0")
+        _check(self.warmup_steps >= 0, "train", "warmup_steps", self.warmup_steps, "must be >= 0")
         _check(self.temperature > 0, "train", "temperature", self.temperature, "must be > 0")
+        if self.learnable_temperature:
+            _check(0.01 <= self.temperature <= 1.0, "train", "temperature", self.temperature,
+                   "with learnable_temperature the starting value must lie in [0.01, 1]")
+        _check_choice("train", "lr_schedule", self.lr_schedule, ("linear", "cosine", "constant"))
+        _check_choice("train", "sampling", self.sampling, ("pairs", "user"))
         _check_choice("train", "mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        _check(self.grad_accum_steps >= 1, "train", "grad_accum_steps", self.grad_accum_steps, "must be >= 1")
+        _check(self.seed >= 0, "train", "seed", self.seed, "must be >= 0")
+        _check(self.checkpoint_every >= 0, "train", "checkpoint_every", self.checkpoint_every,
+               "must be >= 0 (0 = no checkpoints)")
+        _check(self.keep_checkpoints >= 1, "train", "keep_checkpoints", self.keep_checkpoints, "must be >= 1")
+        _check(self.eval_every >= 0, "train", "eval_every", self.eval_every, "must be >= 0 (0 = no evaluation)")
+        _check(self.early_stopping_patience >= 0, "train", "early_stopping_patience",
+               self.early_stopping_patience, "must be >= 0 (0 = off)")
+        _check(self.early_stopping_patience == 0 or self.eval_every > 0, "train", "early_stopping_patience",
+               self.early_stopping_patience, "needs train.eval_every > 0 (early stopping counts evaluations)")
 
 
 @dataclass

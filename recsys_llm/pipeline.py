@@ -160,19 +160,36 @@ def prepare(cfg: PipelineConfig, run_dir: str | Path) -> Context:
 
 
 @_timed("finetune")
-def finetune(run_dir: str | Path) -> None:
-    """LoRA-fine-tune the two-tower encoder on (user history text -> next item text) training pairs."""
+def finetune(run_dir: str | Path, resume: bool = False) -> None:
+    """LoRA-fine-tune the two-tower encoder on (user history text -> next item text) training pairs.
+
+    With ``train.eval_every > 0`` the validation split (each user's validation item, ranked from their training
+    history) is evaluated during training and the best adapter kept in ``encoder/best/``; with
+    ``train.checkpoint_every > 0`` checkpoints go to ``encoder/checkpoints/`` and ``resume=True`` continues
+    from the latest one.
+    """
     from recsys_llm.encoder.model import TwoTowerEncoder
     from recsys_llm.train.pairs import build_pairs
-    from recsys_llm.train.two_tower import train_two_tower
+    from recsys_llm.train.two_tower import ValidationSet, train_two_tower
 
     ctx = Context.load(run_dir)
     cfg = ctx.cfg
     pairs = build_pairs(histories(ctx.split.train, ctx.split.n_users), ctx.titles, cfg.text.user_max_items,
                         cfg.train.min_history, cfg.train.pairs_per_user)
     logger.info("%d training pairs from %d users", len(pairs.pos_items), len(set(pairs.users.tolist())))
+    valid = None
+    if cfg.train.eval_every > 0:
+        train_hist = histories(ctx.split.train, ctx.split.n_users)
+        tg = targets(ctx.split.valid, ctx.split.n_users)
+        users = [u for u, t in enumerate(tg) if len(t) and len(train_hist[u])]
+        if cfg.eval.max_users and len(users) > cfg.eval.max_users:
+            users = sorted(np.random.default_rng(cfg.eval.seed).choice(users, cfg.eval.max_users, replace=False))
+        valid = ValidationSet([history_text(train_hist[u], ctx.titles, cfg.text.user_max_items) for u in users],
+                              [tg[u] for u in users], seen=[train_hist[u] for u in users])
+        logger.info("validating on %d users every %d steps", len(users), cfg.train.eval_every)
     encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=True, device=cfg.train.device)
-    train_two_tower(encoder, pairs, ctx.item_texts(), cfg.text, cfg.train, out_dir=ctx.run.encoder)
+    train_two_tower(encoder, pairs, ctx.item_texts(), cfg.text, cfg.train, out_dir=ctx.run.encoder,
+                    resume=resume, valid=valid)
     encoder.save(ctx.run.encoder)
 
 

@@ -131,3 +131,17 @@ def test_public_api_resolves_lazily():
     # importing the package alone must not pull in torch (fast CLI start, light imports)
     code = "import sys, recsys_llm; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_finetune_stage_validates_checkpoints_and_resumes(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    sets = ["--set", "train.eval_every=2", "--set", "train.checkpoint_every=2", "--set", "train.max_steps=4"]
+    assert main(["finetune", "--run-dir", str(run), *sets]) == 0
+    assert (run / "encoder" / "best" / "best.json").exists()
+    assert sorted(p.name for p in (run / "encoder" / "checkpoints").iterdir())[-1] == "step-000004"
+    log = [json.loads(line) for line in (run / "encoder" / "train_log.jsonl").read_text().splitlines()]
+    assert any("val_ndcg@10" in r for r in log)
+    assert main(["finetune", "--run-dir", str(run), "--resume"]) == 0  # finished run: nothing left to train

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 def in_batch_info_nce(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
-    temperature: float,
+    temperature: float | torch.Tensor,
     item_ids: torch.Tensor | None = None,
     log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -43,7 +43,8 @@ def in_batch_info_nce(
     Args:
         user_emb: ``(batch, dim)`` user embeddings (usually L2-normalised).
         item_emb: ``(batch, dim)`` embeddings of each user's positive item, same row order.
-        temperature: softmax temperature :math:`\tau > 0` (0.05 suits unit vectors).
+        temperature: softmax temperature :math:`\tau > 0` (0.05 suits unit vectors); a scalar tensor
+            (e.g. a learnable temperature) receives a gradient.
         item_ids: optional ``(batch,)`` int ids of the positives; duplicates of a row's positive
             elsewhere in the batch are masked (-inf) instead of counted as negatives.
         log_q: optional ``(batch,)`` log sampling probability of each row's positive item.
@@ -58,8 +59,15 @@ def in_batch_info_nce(
         raise ValueError(
             f"user_emb {tuple(user_emb.shape)} and item_emb {tuple(item_emb.shape)} must both be (batch, dim)"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature}; must be > 0")
+    if isinstance(temperature, torch.Tensor):
+        if temperature.numel() != 1:
+            raise ValueError(f"temperature has shape {tuple(temperature.shape)}; expected a scalar")
+        temperature = temperature.reshape(()).to(user_emb.device, torch.float32)
+        value = float(temperature.detach())
+    else:
+        value = float(temperature)
+    if value <= 0:
+        raise ValueError(f"temperature={value}; must be > 0")
     batch = user_emb.size(0)
     logits = user_emb.float() @ item_emb.float().T / temperature  # (batch, batch)
     target = torch.arange(batch, device=logits.device)  # (batch,)
