@@ -65,6 +65,18 @@ def as_ids(ids, n: int, name: str = "ids") -> np.ndarray:
     return arr
 
 
+def as_id_list(ids, name: str = "ids") -> np.ndarray:
+    """Any number of item ids (a scalar, list or array) as a 1-D int64 array; duplicates are kept.
+
+    Raises:
+        ValueError: not integers.
+    """
+    arr = np.asarray(ids).reshape(-1)
+    if len(arr) and arr.dtype.kind not in "iu":
+        raise ValueError(f"{name}: expected integer item ids, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
 def as_exclude(exclude: Sequence | None, n_queries: int) -> list[np.ndarray] | None:
     """Per-query arrays of ids to filter (``None`` = no filtering); checks there is one per query."""
     if exclude is None:

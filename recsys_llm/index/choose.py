@@ -1,0 +1,124 @@
+"""``factory="auto"``: choose a FAISS index type from the catalog size and a memory budget.
+
+The rule, in order (``n`` items of dimension ``d``; the budget defaults to half of this machine's RAM):
+
+==============================================  =============================  ===========================
+condition                                        factory                        bytes per item (d=384)
+==============================================  =============================  ===========================
+``n <= 50,000``                                  ``Flat`` (exact)               ``4d + 8`` = 1,544
+``n * (4d + 8) <= budget``                       ``IVF{nlist},Flat``            ``4d + 8`` = 1,544
+``n * (d + 8) <= budget``                        ``IVF{nlist},SQ8``             ``d + 8`` = 392
+largest ``m`` in 64, 48, 32, 16, 8 dividing d,   ``OPQ{m},IVF{nlist},PQ{m}``    ``m + 8`` = 72 (m = 64)
+with ``n * (m + 8) <= budget``
+otherwise                                        error: raise the budget or use Milvus
+==============================================  =============================  ===========================
+
+``nlist`` is the power of two nearest ``sqrt(n)`` (at least 16): about ``sqrt(n)`` items per list, so
+k-means training (on 64 vectors per list) stays minutes, not hours, on a CPU. Exact search below 50,000
+items costs one ``(queries, 50k x d)`` GEMM, which is fast enough that an approximate index would only add
+error. HNSW is never chosen automatically: its graph takes long to build on a CPU, it cannot run on a GPU
+and cannot delete items (we keep tombstones); pass ``HNSW32`` explicitly for read-mostly catalogs where
+its latency matters. After building, tune ``nprobe`` with :func:`recsys_llm.index.tuning.tune`.
+
+Example:
+    >>> auto_factory(9_742, 384).factory
+    'Flat'
+    >>> auto_factory(1_000_000, 384, memory_budget=8 * 2**30).factory
+    'IVF1024,Flat'
+    >>> auto_factory(100_000_000, 384, memory_budget=16 * 2**30).factory
+    'OPQ64,IVF8192,PQ64'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+EXACT_MAX_ITEMS = 50_000
+ID_BYTES = 8
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """What :func:`auto_factory` picked and why."""
+
+    factory: str
+    bytes_per_item: int
+    reason: str
+
+
+def default_memory_budget() -> int:
+    """Half of this machine's physical memory, in bytes (4 GiB when it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def ivf_nlist(n_items: int) -> int:
+    """Power of two nearest sqrt(n_items), at least 16."""
+    return max(16, 2 ** round(math.log2(max(math.sqrt(max(n_items, 1)), 1))))
+
+
+def auto_factory(n_items: int, dim: int, memory_budget: int | None = None) -> IndexChoice:
+    """The factory string for ``n_items`` vectors of ``dim`` within ``memory_budget`` bytes (see module doc).
+
+    Raises:
+        ValueError: bad arguments, or the catalog does not fit the budget even at 8 bytes per vector.
+    """
+    if n_items < 0 or dim < 1:
+        raise ValueError(f"auto_factory: n_items={n_items}, dim={dim}; need n_items >= 0 and dim >= 1")
+    budget = memory_budget if memory_budget is not None else default_memory_budget()
+    if budget <= 0:
+        raise ValueError(f"memory_budget={budget}: must be a positive number of bytes")
+    gib = budget / 2**30
+    flat = 4 * dim + ID_BYTES
+    if n_items <= EXACT_MAX_ITEMS:
+        return IndexChoice("Flat", flat, f"{n_items:,} items <= {EXACT_MAX_ITEMS:,}: exact search is fast enough")
+    nlist = ivf_nlist(n_items)
+    if n_items * flat <= budget:
+        return IndexChoice(f"IVF{nlist},Flat", flat,
+                           f"full float32 vectors ({n_items * flat / 2**30:.1f} GiB) fit the {gib:.1f} GiB budget")
+    sq = dim + ID_BYTES
+    if n_items * sq <= budget:
+        return IndexChoice(f"IVF{nlist},SQ8", sq,
+                           f"float32 needs {n_items * flat / 2**30:.1f} GiB > {gib:.1f} GiB; 8-bit scalar "
+                           f"quantisation needs {n_items * sq / 2**30:.1f} GiB")
+    for m in (64, 48, 32, 16, 8):
+        if dim % m == 0 and n_items * (m + ID_BYTES) <= budget:
+            return IndexChoice(f"OPQ{m},IVF{nlist},PQ{m}", m + ID_BYTES,
+                               f"8-bit scalars need {n_items * sq / 2**30:.1f} GiB > {gib:.1f} GiB; "
+                               f"product quantisation with {m} bytes per vector fits")
+    raise ValueError(f"{n_items:,} vectors of dim {dim} do not fit a {gib:.2f} GiB memory budget even with "
+                     "8-byte PQ codes; raise index.memory_budget_gb, shard over GPUs, or use the Milvus backend")
+
+
+def index_from_config(cfg, dim: int, n_items: int, milvus_uri: str = "milvus.db"):
+    """An empty index for ``n_items`` vectors of ``dim`` as an :class:`~recsys_llm.config.IndexConfig` says.
+
+    Returns:
+        ``(index, reason)``: the index and a sentence on why this type was chosen.
+    """
+    if cfg.backend == "exact":
+        from recsys_llm.index.exact import ExactIndex
+
+        return ExactIndex(dim), "index.backend=exact: numpy brute force"
+    if cfg.backend == "milvus":
+        from recsys_llm.index.milvus_index import MilvusIndex
+
+        return (MilvusIndex(dim, uri=cfg.milvus_uri or milvus_uri, collection=cfg.milvus_collection,
+                            index_type=cfg.milvus_index_type, drop_existing=True),
+                f"index.backend=milvus: {cfg.milvus_index_type} at {cfg.milvus_uri or milvus_uri}")
+    from recsys_llm.index.faiss_index import FaissIndex
+
+    if cfg.factory == "auto":
+        budget = int(cfg.memory_budget_gb * 2**30) if cfg.memory_budget_gb else None
+        choice = auto_factory(n_items, dim, budget)
+        factory, reason = choice.factory, f"auto: {choice.factory} ({choice.reason})"
+    else:
+        factory, reason = cfg.factory, f"index.factory={cfg.factory}"
+    index = FaissIndex(dim, factory, use_gpu=cfg.use_gpu, nprobe=cfg.nprobe or None,
+                       ef_search=cfg.ef_search or None, train_sample=cfg.train_sample or None,
+                       float16=cfg.float16, shard=cfg.shard, num_gpus=cfg.num_gpus or None)
+    return index, reason
