@@ -23,19 +23,23 @@ _EXPORTS = {
     "ExactIndex": "recsys_llm.index.exact",
     "FaissIndex": "recsys_llm.index.faiss_index",
     "IdentityReranker": "recsys_llm.rerank.base",
+    "MilvusIndex": "recsys_llm.index.milvus_index",
     "PipelineConfig": "recsys_llm.config",
     "Reranker": "recsys_llm.rerank.base",
     "TwoTowerEncoder": "recsys_llm.encoder.model",
     "VectorIndex": "recsys_llm.index.base",
     "add_items": "recsys_llm.coldstart",
+    "auto_factory": "recsys_llm.index.choose",
     "evaluate_ranked": "recsys_llm.evaluate",
     "load_dataset": "recsys_llm.data.io",
     "load_index": "recsys_llm.index.base",
     "make_split": "recsys_llm.data.splits",
     "recommend": "recsys_llm.recommend",
+    "retire_items": "recsys_llm.coldstart",
     "retrieve": "recsys_llm.retrieve",
     "run_all": "recsys_llm.pipeline",
     "train_two_tower": "recsys_llm.train.two_tower",
+    "tune": "recsys_llm.index.tuning",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -97,8 +97,80 @@ def cmd_index_build(args: argparse.Namespace) -> None:
     from recsys_llm.pipeline import build_index
 
     _apply_overrides(args.run_dir, args.set)
-    build_index(args.run_dir)
-    print("index written to", Path(args.run_dir) / "index")
+    info = build_index(args.run_dir)
+    meta = info["metadata"]
+    print(f"{info['kind']} index over {info['ntotal']:,} items (dim {info['dim']}) -> {Path(args.run_dir) / 'index'}")
+    print(f"  type: {meta.get('choice', '')}")
+    if meta.get("tuned"):
+        t = meta["tuned"]
+        rec = next(v for key, v in t.items() if key.startswith("recall@"))
+        print(f"  tuned {t['param']}={t['value']}: {next(key for key in t if key.startswith('recall@'))} "
+              f"{rec:.4f} vs exact on {t['queries']} user queries (target {t['target']})")
+
+
+def _read_id_list(args: argparse.Namespace) -> list[str]:
+    ids = list(args.items or [])
+    if args.items_file:
+        path = Path(args.items_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file (one external item id per line)")
+        ids += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError("give item ids with --items ID [ID ...] or --items-file FILE")
+    return ids
+
+
+def cmd_index_add(args: argparse.Namespace) -> None:
+    from recsys_llm.coldstart import add_items
+    from recsys_llm.data.io import read_items
+
+    ids = add_items(args.run_dir, read_items(args.items), source=str(args.items), upsert=args.upsert)
+    print(f"indexed {len(ids)} items from {args.items} in {Path(args.run_dir) / 'index'}; "
+          "they can be recommended now")
+
+
+def cmd_index_remove(args: argparse.Namespace) -> None:
+    from recsys_llm.coldstart import retire_items
+
+    ids = retire_items(args.run_dir, _read_id_list(args), source=args.items_file or "--items")
+    print(f"removed {len(ids)} items from {Path(args.run_dir) / 'index'}; they will not be recommended")
+
+
+def cmd_index_stats(args: argparse.Namespace) -> None:
+    from recsys_llm.pipeline import index_stats
+
+    info = index_stats(args.run_dir)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    meta, params = info.get("metadata", {}), info.get("params", {})
+    enc = meta.get("encoder", {})
+    rows = [("kind", info["kind"]), ("items", f"{info['ntotal']:,}"), ("dim", info["dim"]),
+            ("metric", info["metric"]),
+            *((k, v) for k, v in params.items() if v not in (None, 0, False) and k != "format"),
+            ("bytes on disk", f"{info['bytes_on_disk']:,}"), ("bytes per item", info["bytes_per_item"]),
+            ("chosen", meta.get("choice", "")), ("tuned", json.dumps(meta.get("tuned") or {})),
+            ("backbone", enc.get("backbone", "")), ("adapter sha256", (enc.get("adapter_sha256") or "none")[:16]),
+            ("item template", enc.get("item_template", "")), ("data fingerprint", meta.get("data_fingerprint", "")),
+            ("cold-start items", meta.get("coldstart_items", 0))]
+    width = max(len(str(k)) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def cmd_index_evaluate(args: argparse.Namespace) -> None:
+    from recsys_llm.index.tuning import format_sweep
+    from recsys_llm.pipeline import evaluate_index
+
+    rows, exact_qps, best = evaluate_index(args.run_dir, k=args.k, n_queries=args.queries,
+                                           target=args.target_recall, apply=args.apply)
+    print(f"recall@{rows[0].k} against exact search and queries/s, {args.queries} user queries "
+          f"(batched, this machine):")
+    print(format_sweep(rows, exact_qps))
+    if best is not None:
+        saved = "saved into the index" if args.apply else "not saved (add --apply)"
+        print(f"smallest setting reaching recall@{best.k} >= {args.target_recall}: {best.setting} "
+              f"(recall {best.recall:.4f}, {best.qps:.0f} queries/s); {saved}")
 
 
 def _print_recs(args: argparse.Namespace, use_reranker: bool) -> None:
@@ -163,15 +235,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print_report(evaluate(args.run_dir), args.run_dir)
 
 
-def cmd_coldstart_add_items(args: argparse.Namespace) -> None:
-    from recsys_llm.coldstart import add_items
-    from recsys_llm.data.io import read_items
-
-    items = read_items(args.items)
-    ids = add_items(args.run_dir, items, source=str(args.items))
-    print(f"added {len(ids)} items to the index of {args.run_dir}; they can be recommended now")
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     from recsys_llm.pipeline import run_all
 
@@ -210,6 +273,15 @@ def _add_user(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, default=10, help="number of items (default 10)")
 
 
+def _add_items_parser(sub, name: str) -> None:
+    """`index add` and `coldstart add-items`: the same command under both names."""
+    q = sub.add_parser(name, help="embed items from a file (item_id, title, description, ...) and index them")
+    _add_run_dir(q)
+    q.add_argument("--items", required=True, help="items file: csv, tsv, jsonl or parquet")
+    q.add_argument("--upsert", action="store_true", help="replace the text and vector of ids already indexed")
+    q.set_defaults(func=cmd_index_add)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys-llm",
@@ -238,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zero-shot", action="store_true", help="use the untuned backbone (baseline)")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("index", help="FAISS index: build | query")
+    p = sub.add_parser("index", help="vector index: build | query | add | remove | stats | evaluate")
     isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
-    q = isub.add_parser("build", help="build the FAISS index over the item embeddings")
+    q = isub.add_parser("build", help="index every item (type by --set index.factory=..., default auto)")
     _add_run_dir(q)
     _add_set(q)
     q.set_defaults(func=cmd_index_build)
@@ -248,6 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir(q)
     _add_user(q)
     q.set_defaults(func=cmd_index_query)
+    _add_items_parser(isub, "add")
+    q = isub.add_parser("remove", help="retire items: they leave the index and are never recommended")
+    _add_run_dir(q)
+    q.add_argument("--items", nargs="+", metavar="ID", help="external item ids")
+    q.add_argument("--items-file", help="file with one external item id per line")
+    q.set_defaults(func=cmd_index_remove)
+    q = isub.add_parser("stats", help="type, size, bytes per item, search setting and encoder fingerprint")
+    _add_run_dir(q)
+    q.add_argument("--json", action="store_true", help="print index.json plus sizes as JSON")
+    q.set_defaults(func=cmd_index_stats)
+    q = isub.add_parser("evaluate", help="recall@k vs exact search and queries/s, per search setting")
+    _add_run_dir(q)
+    q.add_argument("-k", type=int, default=10, help="recall cut-off (default 10)")
+    q.add_argument("--queries", type=int, default=1000, help="user embeddings sampled as queries (default 1000)")
+    q.add_argument("--target-recall", type=float, help="also pick the smallest setting reaching this recall")
+    q.add_argument("--apply", action="store_true", help="save the picked setting into the index")
+    q.set_defaults(func=cmd_index_evaluate)
 
     p = sub.add_parser("retrieve", help="top-K candidates for every evaluated user, per slice")
     _add_run_dir(p)
@@ -275,10 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("coldstart", help="cold start: add-items (description-only items join the index)")
     csub = p.add_subparsers(dest="coldstart_command", required=True, metavar="ACTION")
-    q = csub.add_parser("add-items", help="embed items from a file (item_id, title, description, ...) and index them")
-    _add_run_dir(q)
-    q.add_argument("--items", required=True, help="items file: csv, tsv, jsonl or parquet")
-    q.set_defaults(func=cmd_coldstart_add_items)
+    _add_items_parser(csub, "add-items")
 
     p = sub.add_parser("demo", help="every stage end to end on the bundled data with the default backbone")
     _add_run_dir(p)

@@ -223,11 +223,40 @@ class TrainConfig:
 
 @dataclass
 class IndexConfig:
-    factory: str = field(default="Flat", metadata=_help("FAISS factory string (Flat is exact)."))
+    backend: str = field(default="faiss", metadata=_help(
+        "faiss (in process, CPU or GPU), exact (numpy brute force) or milvus (Milvus Lite file or a cluster)."))
+    factory: str = field(default="auto", metadata=_help(
+        "FAISS factory string (Flat, IVF1024,Flat, IVF1024,SQ8, OPQ64,IVF4096,PQ64, HNSW32, ...) or auto: "
+        "chosen by catalog size and memory_budget_gb (recsys_llm/index/choose.py)."))
+    memory_budget_gb: float = field(default=0.0, metadata=_help(
+        "Memory the index may use, for factory=auto (0 = half of this machine's RAM)."))
+    nprobe: int = field(default=0, metadata=_help("IVF lists searched per query (0 = tuned at build time)."))
+    ef_search: int = field(default=0, metadata=_help("HNSW search depth (0 = tuned at build time)."))
+    target_recall: float = field(default=0.95, metadata=_help(
+        "Approximate indexes: at build time the smallest nprobe/ef_search whose recall@K against exact search "
+        "reaches this is chosen (K = the retrieval depth), measured on a sample of user embeddings."))
+    tune_queries: int = field(default=500, metadata=_help("User embeddings sampled to tune the search setting."))
+    train_sample: int = field(default=0, metadata=_help(
+        "Most vectors used to train IVF/PQ (0 = 64 per IVF list, at least 10,000)."))
     use_gpu: str = field(default="auto", metadata=_help("auto (GPU when faiss reports one), yes or no."))
+    num_gpus: int = field(default=0, metadata=_help("Use the first N GPUs (0 = all)."))
+    shard: bool = field(default=True, metadata=_help("Several GPUs: split the items over them (else replicate)."))
+    float16: bool = field(default=False, metadata=_help("Store vectors as float16 on the GPU."))
+    milvus_uri: str = field(default="", metadata=_help(
+        "Milvus backend: a Milvus Lite file (default RUN_DIR/milvus.db) or a cluster URI such as "
+        "http://milvus:19530 (token from the RECSYS_LLM_MILVUS_TOKEN environment variable)."))
+    milvus_collection: str = field(default="recsys_items", metadata=_help("Milvus collection name."))
+    milvus_index_type: str = field(default="FLAT", metadata=_help(
+        "Milvus index type (FLAT exact; IVF_FLAT, HNSW or AUTOINDEX on a cluster)."))
 
     def __post_init__(self) -> None:
+        _check_choice("index", "backend", self.backend, ("faiss", "exact", "milvus"))
         _check_choice("index", "use_gpu", self.use_gpu, ("auto", "yes", "no"))
+        _check(bool(self.factory.strip()), "index", "factory", self.factory, "a FAISS factory string or auto")
+        for name in ("memory_budget_gb", "nprobe", "ef_search", "train_sample", "num_gpus"):
+            _check(getattr(self, name) >= 0, "index", name, getattr(self, name), "must be >= 0 (0 = default)")
+        _check(0 < self.target_recall <= 1, "index", "target_recall", self.target_recall, "a recall in (0, 1]")
+        _check(self.tune_queries >= 1, "index", "tune_queries", self.tune_queries, "must be >= 1")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from recsys_llm.config import PipelineConfig
 from recsys_llm.data.io import load_dataset
@@ -65,6 +66,7 @@ class RunDir:
     index = property(lambda self: self.root / "index")
     candidates = property(lambda self: self.root / "candidates")
     ranked = property(lambda self: self.root / "ranked")
+    coldstart = property(lambda self: self.root / "coldstart")  # items added/updated/retired after prepare
     timings = property(lambda self: self.root / "timings.json")
 
     def embeddings(self, zero_shot: bool = False) -> Path:
@@ -217,6 +219,11 @@ def embed(run_dir: str | Path, zero_shot: bool = False) -> None:
     atomic_save_npy(out / "item_ids.npy", np.arange(len(item_emb), dtype=np.int64))
     atomic_save_npy(out / "user_emb.npy", user_emb)
     atomic_save_npy(out / "user_ids.npy", np.arange(len(user_emb), dtype=np.int64))
+    cold_rows = ctx.run.coldstart / "items.parquet"
+    if not zero_shot and cold_rows.exists():  # cold-start items follow the encoder, so a rebuilt index matches
+        rows = pd.read_parquet(cold_rows)
+        atomic_save_npy(ctx.run.coldstart / "item_emb.npy",
+                        encoder.encode_items(item_texts(rows, cfg.text.item_template), cfg.text.item_max_tokens))
     fp = {"zero_shot": zero_shot, "encoder": _encoder_identity(encoder, cfg, zero_shot), "dim": encoder.dim,
           "data_fingerprint": ctx.ds.fingerprint(), "n_items": len(item_emb), "n_users": len(user_emb)}
     atomic_write_json(out / "embeddings.json", fp)
@@ -236,24 +243,130 @@ def load_embeddings(run: RunDir, zero_shot: bool = False) -> tuple[np.ndarray, n
     return load_npy(folder / "item_emb.npy"), load_npy(folder / "user_emb.npy"), meta
 
 
+def catalog_vectors(run: RunDir, item_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every item that should be in the index and its vector: the prepared catalog, then cold-start items
+    added or updated since (``coldstart/``), minus retired ones. Row ``j`` holds item ``ids[j]``."""
+    vectors = item_emb
+    rows_file, emb_file = run.coldstart / "items.parquet", run.coldstart / "item_emb.npy"
+    if rows_file.exists() and emb_file.exists():
+        rows = pd.read_parquet(rows_file, columns=["item"])["item"].to_numpy(dtype=np.int64)
+        emb = load_npy(emb_file)
+        if len(emb) != len(rows) or emb.shape[1] != item_emb.shape[1]:
+            raise ValueError(f"{emb_file}: {emb.shape} embeddings for {len(rows)} cold-start items of dim "
+                             f"{item_emb.shape[1]}; rerun `recsys-llm embed --run-dir {run.root}`")
+        vectors = np.zeros((max(len(item_emb), int(rows.max()) + 1), item_emb.shape[1]), dtype=np.float32)
+        vectors[: len(item_emb)] = item_emb
+        vectors[rows] = emb  # updates replace catalog rows; new items continue after the catalog
+    ids = np.arange(len(vectors), dtype=np.int64)
+    retired_file = run.coldstart / "retired.npy"
+    if retired_file.exists():
+        keep = ~np.isin(ids, load_npy(retired_file))
+        vectors, ids = vectors[keep], ids[keep]
+    return vectors, ids
+
+
+def _query_sample(user_emb: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``n`` user embeddings (all when there are fewer): the queries of index tuning."""
+    n = min(n, len(user_emb))
+    return user_emb[np.sort(np.random.default_rng(seed).choice(len(user_emb), n, replace=False))]
+
+
 @_timed("index")
-def build_index(run_dir: str | Path) -> None:
-    """FAISS inner-product index over the fine-tuned item embeddings, saved with the encoder fingerprint."""
-    from recsys_llm.index.faiss_index import FaissIndex
+def build_index(run_dir: str | Path) -> dict:
+    """Index every item (catalog + cold-start, minus retired) with the configured backend and type.
+
+    ``index.factory=auto`` picks the FAISS type by catalog size and memory budget; an approximate index gets
+    the smallest ``nprobe``/``ef_search`` whose recall@K (K = the retrieval depth) against exact search on
+    a sample of user embeddings reaches ``index.target_recall`` (unless set explicitly). The saved index
+    records the encoder fingerprint, so embeddings from another encoder are refused at query time.
+
+    Returns:
+        The saved ``index.json`` content.
+    """
+    from recsys_llm.index.choose import index_from_config
+    from recsys_llm.index.tuning import exact_neighbours, search_param, sweep, tune
 
     run = RunDir(Path(run_dir))
     cfg = run.load_config()
-    item_emb, _, meta = load_embeddings(run)
-    index = FaissIndex(item_emb.shape[1], factory=cfg.index.factory, use_gpu=cfg.index.use_gpu)
-    index.add(item_emb, load_npy(run.embeddings() / "item_ids.npy"))
-    index.metadata = {"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]}
+    item_emb, user_emb, meta = load_embeddings(run)
+    vectors, ids = catalog_vectors(run, item_emb)
+    index, reason = index_from_config(cfg.index, item_emb.shape[1], len(ids), milvus_uri=str(run.root / "milvus.db"))
+    logger.info("index for %d items: %s", len(ids), reason)
+    index.add(vectors, ids)
+    tuned: dict = {}
+    param = search_param(index)[0]
+    if param and not (cfg.index.nprobe or cfg.index.ef_search) and len(user_emb):
+        q = _query_sample(user_emb, cfg.index.tune_queries, cfg.eval.seed)
+        k = min(candidate_depth(cfg), len(ids))
+        truth = exact_neighbours(vectors, ids, q, k)
+        try:
+            row = tune(index, q, truth, k=k, target=cfg.index.target_recall)
+        except ValueError as e:
+            logger.warning("%s; keeping the largest setting", e)
+            row = max(sweep(index, q, truth, k), key=lambda r: r.recall)
+            index.set_search_params(**{param: row.value})
+        tuned = {"param": param, "value": row.value, f"recall@{k}": round(row.recall, 4),
+                 "queries": len(q), "target": cfg.index.target_recall}
+        logger.info("tuned %s=%s: recall@%d %.4f vs exact", param, row.value, k, row.recall)
+    index.metadata = {"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"],
+                      "choice": reason, "tuned": tuned}
     index.save(run.index)
+    return index.info()
+
+
+def index_stats(run_dir: str | Path) -> dict:
+    """What ``recsys-llm index stats`` prints: index.json plus bytes on disk and per item."""
+    run = RunDir(Path(run_dir))
+    folder = run.require(run.index, "index build")
+    info = load_json(run.require(folder / "index.json", "index build"))
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    return {**info, "bytes_on_disk": size, "bytes_per_item": round(size / max(info["ntotal"], 1), 1)}
+
+
+def evaluate_index(run_dir: str | Path, k: int = 10, n_queries: int = 1000, target: float | None = None,
+                   apply: bool = False):
+    """Recall@k against exact search and queries/s of the run's index, at each search setting.
+
+    Queries are a seeded sample of the run's user embeddings; ground truth is numpy brute force over the
+    vectors of exactly the items the index holds. With ``target`` the smallest setting reaching it is
+    picked (and saved into the index with ``apply``).
+
+    Returns:
+        ``(rows, exact_qps, best)``: :class:`~recsys_llm.index.tuning.SweepRow` per setting, the brute-force
+        queries/s on the same queries, and the picked row (None without ``target``).
+    """
+    from recsys_llm.index.exact import ExactIndex
+    from recsys_llm.index.tuning import sweep, timed_search, tune
+
+    run = RunDir(Path(run_dir))
+    cfg = run.load_config()
+    item_emb, user_emb, meta = load_embeddings(run)
+    index = load_run_index(run, meta)
+    vectors, ids = catalog_vectors(run, item_emb)
+    held = index.ids
+    keep = np.isin(ids, held)
+    if keep.sum() != len(held):
+        raise ValueError(f"{run.index} holds {len(held)} items but the run's embeddings cover "
+                         f"{int(keep.sum())} of them; rebuild it (`recsys-llm index build`)")
+    exact = ExactIndex(item_emb.shape[1])
+    exact.add(vectors[keep], ids[keep])
+    q = _query_sample(user_emb, n_queries, cfg.eval.seed)
+    k = min(k, len(held))
+    truth, exact_qps = timed_search(exact, q, k)
+    best = None
+    if target is not None:
+        best = tune(index, q, truth, k=k, target=target)
+        if apply:
+            index.save(run.index)
+    rows = sweep(index, q, truth, k)
+    return rows, exact_qps, best
 
 
 def load_run_index(run: RunDir, meta: dict):
     from recsys_llm.index.base import load_index
 
-    return load_index(run.require(run.index, "index build"),
+    cfg = run.load_config()
+    return load_index(run.require(run.index, "index build"), use_gpu=cfg.index.use_gpu,
                       expected={"dim": meta["dim"], "metadata": {"encoder": meta["encoder"],
                                                                   "data_fingerprint": meta["data_fingerprint"]}})
 
