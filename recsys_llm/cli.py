@@ -182,7 +182,8 @@ def _print_recs(args: argparse.Namespace, use_reranker: bool) -> None:
     print(f"top {len(recs)} ({stage}):")
     width = max([len(t) for t in recs["title"]] + [5])
     for r in recs.itertuples():
-        print(f"{r.rank:>3}. {r.title:<{width}}  {r.score:8.4f}  [{r.item_id}]")
+        why = f"  because you liked {r.because} ({r.because_similarity:.2f})" if r.because else ""
+        print(f"{r.rank:>3}. {r.title:<{width}}  {r.score:8.4f}  [{r.item_id}]{why}")
 
 
 def cmd_index_query(args: argparse.Namespace) -> None:

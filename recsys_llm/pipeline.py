@@ -243,20 +243,26 @@ def load_embeddings(run: RunDir, zero_shot: bool = False) -> tuple[np.ndarray, n
     return load_npy(folder / "item_emb.npy"), load_npy(folder / "user_emb.npy"), meta
 
 
-def catalog_vectors(run: RunDir, item_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every item that should be in the index and its vector: the prepared catalog, then cold-start items
-    added or updated since (``coldstart/``), minus retired ones. Row ``j`` holds item ``ids[j]``."""
-    vectors = item_emb
+def item_vectors(run: RunDir, item_emb: np.ndarray) -> np.ndarray:
+    """Vectors of every item ever in the run (row = internal id): the prepared catalog, then cold-start
+    items added or updated since (``coldstart/``; updates replace catalog rows)."""
     rows_file, emb_file = run.coldstart / "items.parquet", run.coldstart / "item_emb.npy"
-    if rows_file.exists() and emb_file.exists():
-        rows = pd.read_parquet(rows_file, columns=["item"])["item"].to_numpy(dtype=np.int64)
-        emb = load_npy(emb_file)
-        if len(emb) != len(rows) or emb.shape[1] != item_emb.shape[1]:
-            raise ValueError(f"{emb_file}: {emb.shape} embeddings for {len(rows)} cold-start items of dim "
-                             f"{item_emb.shape[1]}; rerun `recsys-llm embed --run-dir {run.root}`")
-        vectors = np.zeros((max(len(item_emb), int(rows.max()) + 1), item_emb.shape[1]), dtype=np.float32)
-        vectors[: len(item_emb)] = item_emb
-        vectors[rows] = emb  # updates replace catalog rows; new items continue after the catalog
+    if not (rows_file.exists() and emb_file.exists()):
+        return item_emb
+    rows = pd.read_parquet(rows_file, columns=["item"])["item"].to_numpy(dtype=np.int64)
+    emb = load_npy(emb_file)
+    if len(emb) != len(rows) or emb.shape[1] != item_emb.shape[1]:
+        raise ValueError(f"{emb_file}: {emb.shape} embeddings for {len(rows)} cold-start items of dim "
+                         f"{item_emb.shape[1]}; rerun `recsys-llm embed --run-dir {run.root}`")
+    vectors = np.zeros((max(len(item_emb), int(rows.max()) + 1), item_emb.shape[1]), dtype=np.float32)
+    vectors[: len(item_emb)] = item_emb
+    vectors[rows] = emb
+    return vectors
+
+
+def catalog_vectors(run: RunDir, item_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the index should hold: :func:`item_vectors` minus retired items. Row ``j`` is item ``ids[j]``."""
+    vectors = item_vectors(run, item_emb)
     ids = np.arange(len(vectors), dtype=np.int64)
     retired_file = run.coldstart / "retired.npy"
     if retired_file.exists():

@@ -19,7 +19,8 @@ import pandas as pd
 from recsys_llm.coldstart import full_catalog
 from recsys_llm.data.ids import IdMap
 from recsys_llm.data.splits import histories
-from recsys_llm.pipeline import Context, load_embeddings, load_encoder, load_run_index
+from recsys_llm.pipeline import Context, item_vectors, load_embeddings, load_encoder, load_run_index
+from recsys_llm.rerank.explain import because
 from recsys_llm.text.templates import history_text, item_texts
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ def recommend(run_dir: str | Path, user_id: str, k: int = 10, use_reranker: bool
     """Top-``k`` recommendations with titles for one known user.
 
     Returns:
-        DataFrame with columns ``rank, item, item_id, title, score, stage`` (stage = retrieval or rerank).
+        DataFrame with columns ``rank, item, item_id, title, score, stage`` (stage = retrieval or rerank)
+        and the explanation ``because_item_id, because, because_similarity``: the history item most
+        similar to each recommendation (:func:`recsys_llm.rerank.explain.because`).
     """
     if k < 1:
         raise ValueError(f"k={k}; ask for at least one recommendation")
@@ -49,7 +52,7 @@ def recommend(run_dir: str | Path, user_id: str, k: int = 10, use_reranker: bool
     catalog = full_catalog(run_dir)
     titles = catalog["title"].astype(str).tolist()
     text = history_text(hist, titles, cfg.text.user_max_items)
-    _, _, meta = load_embeddings(ctx.run)
+    item_emb, _, meta = load_embeddings(ctx.run)
     index = load_run_index(ctx.run, meta)
     encoder = load_encoder(ctx.run, cfg.train.device)
     q = encoder.encode_users([text], cfg.text.user_max_tokens, show_progress=False)
@@ -67,6 +70,8 @@ def recommend(run_dir: str | Path, user_id: str, k: int = 10, use_reranker: bool
         logger.info("no trained reranker in %s; showing retrieval order", ctx.run.reranker)
     keep = ids[0] >= 0
     ids, scores = ids[0][keep][:k], scores[0][keep][:k]
+    why, sim = because(item_vectors(ctx.run, item_emb), hist, ids)
+    has = why >= 0
     return pd.DataFrame({
         "rank": np.arange(1, len(ids) + 1),
         "item": ids,
@@ -74,6 +79,9 @@ def recommend(run_dir: str | Path, user_id: str, k: int = 10, use_reranker: bool
         "title": np.asarray(titles, dtype=object)[ids],
         "score": scores.astype(np.float32),
         "stage": stage,
+        "because_item_id": np.where(has, catalog["item_id"].astype(str).to_numpy()[np.maximum(why, 0)], ""),
+        "because": np.where(has, np.asarray(titles, dtype=object)[np.maximum(why, 0)], ""),
+        "because_similarity": sim,
     })
 
 

@@ -27,7 +27,7 @@ Example:
     >>> import numpy as np
     >>> idx = FaissIndex(4, factory="Flat", use_gpu="no")
     >>> idx.add(np.eye(4), ids=[7, 8, 9, 10])
-    >>> idx.search(np.eye(4)[:1], k=2, exclude=[[7]])[1][0, 0] != 7
+    >>> int(idx.search(np.eye(4)[:1], k=2, exclude=[[7]])[1][0, 0]) != 7
     True
 """
 
