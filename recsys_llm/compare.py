@@ -175,6 +175,7 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
     paired: list[dict] = []
     curves: dict[str, dict[str, dict[str, list[float]]]] = {"Recall": {}, "NDCG": {}}
     rec_pop: dict[str, np.ndarray] = {}
+    sweep: list[dict] = []
     for slice_name, (users, tg) in slice_users(ctx).items():
         if len(users) == 0:
             logger.warning("slice %s has no users; skipped", slice_name)
@@ -217,6 +218,8 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
             if slice_name == "warm":
                 rec_pop[name] = pop[top[top >= 0]]
         paired += _paired(per_user, slice_name, ks[0], paired_bootstrap, cfg)
+        if not sampled and "retrieval" in per_user:
+            sweep += _rerank_sweep(ctx, slice_name, users, tg, ks, per_user["retrieval"], paired_bootstrap)
     protocol = _protocol_text(ctx, sampled)
     timings = _load_timings(ctx)
     timings["evaluate"] = round(time.perf_counter() - t_start, 2)
@@ -225,6 +228,7 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
                      "sampled_negatives": cfg.eval.sampled_negatives},
         "split": ctx.split.summary(),
         "paired": paired,
+        "rerank_sweep": sweep,
         "curves": {"ks": curve_ks, **curves},
         "timings_s": timings,
         "wall_time_s": round(sum(timings.values()), 1),
@@ -255,6 +259,52 @@ def _paired(per_user: dict[str, dict[str, np.ndarray]], slice_name: str, k: int,
                                  seed=cfg.eval.seed)
             out.append({"slice": slice_name, "model": _display(ours), "baseline": _display(best),
                         "metric": metric, **d.to_dict()})
+    if "rerank" in per_user and "retrieval" in per_user:  # what the reranker adds, on the same candidates
+        for metric in (f"NDCG@{k}", f"Recall@{k}"):
+            d = paired_bootstrap(per_user["rerank"][metric], per_user["retrieval"][metric],
+                                 n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed)
+            out.append({"slice": slice_name, "model": _display("rerank"), "baseline": _display("retrieval"),
+                        "metric": metric, **d.to_dict()})
+    return out
+
+
+def _rerank_sweep(ctx: Context, slice_name: str, users: np.ndarray, tg: list, ks: list[int],
+                  retrieval: dict[str, np.ndarray], paired_bootstrap) -> list[dict]:
+    """Reranked at each (depth, fusion weight) vs retrieval only, paired over users, from the stored scores.
+
+    The configured (rerank.depth, rerank.fusion_weight) is always included (it is the "fine-tuned + rerank"
+    row); ``rerank.sweep_depths`` / ``sweep_weights`` add more. Nothing is scored again.
+    """
+    from recsys_llm.rerank.base import reorder
+
+    path = ctx.run.ranked / f"{slice_name}.scores.npz"
+    if not path.exists():
+        return []
+    with np.load(path, allow_pickle=False) as z:
+        if not np.array_equal(z["users"], users):
+            raise ValueError(f"{path} was made for other users than this slice; rerun `recsys-llm rerank apply`")
+        ids, ret, ce = z["ids"], z["retrieval"], z["rerank"]
+    cfg = ctx.cfg
+    depths = sorted({cfg.rerank.depth, *cfg.rerank.sweep_depths})
+    weights = sorted({cfg.rerank.fusion_weight, *cfg.rerank.sweep_weights})
+    k0 = ks[0]
+    out = []
+    for depth in depths:
+        head = (ids >= 0) & (np.arange(ids.shape[1]) < depth)
+        if not np.isfinite(ce[head]).all():
+            logger.warning("rerank sweep: depth %d is deeper than the cross-encoder scored; rerun `recsys-llm "
+                           "rerank apply` with it in rerank.sweep_depths", depth)
+            continue
+        for weight in weights:
+            ranked = reorder(ids, ret, ce, depth, weight)[1][:, : ks[-1]]
+            pu = per_user_metrics(ranked, tg, ks)
+            row = {"slice": slice_name, "depth": depth, "weight": weight,
+                   "headline": depth == cfg.rerank.depth and weight == cfg.rerank.fusion_weight}
+            for metric in (f"NDCG@{k0}", f"Recall@{k0}"):
+                d = paired_bootstrap(pu[metric], retrieval[metric], n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed)
+                row[metric] = float(pu[metric].mean())
+                row[f"{metric} gain"] = d.to_dict()
+            out.append(row)
     return out
 
 

@@ -273,9 +273,21 @@ class RerankConfig:
     lora_r: int = field(default=16, metadata=_help("LoRA rank of the cross-encoder."))
     score_batch_size: int = field(default=64, metadata=_help("Pairs per forward pass at inference."))
     seed: int = field(default=0, metadata=_help("Seed."))
+    fusion_weight: float = field(default=1.0, metadata=_help(
+        "Share of the reranker in the final score of the top `depth`: (1-w) z(retrieval) + w z(rerank), "
+        "z-scored per list; 1 = reranker alone, 0 = retrieval order."))
+    sweep_depths: list[int] = field(default_factory=list, metadata=_help(
+        "Also report reranking at these depths (scored once at the largest; e.g. [10, 20, 50, 100])."))
+    sweep_weights: list[float] = field(default_factory=list, metadata=_help(
+        "Also report these fusion weights at every depth (e.g. [0.25, 0.5, 0.75, 1.0])."))
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "rerank", "depth", self.depth, "must be >= 1")
+        _check(0.0 <= self.fusion_weight <= 1.0, "rerank", "fusion_weight", self.fusion_weight, "must be in [0, 1]")
+        _check(all(d >= 1 for d in self.sweep_depths), "rerank", "sweep_depths", self.sweep_depths,
+               "depths must be >= 1")
+        _check(all(0.0 <= w <= 1.0 for w in self.sweep_weights), "rerank", "sweep_weights", self.sweep_weights,
+               "weights must be in [0, 1]")
         _check(self.negatives >= 1, "rerank", "negatives", self.negatives, "must be >= 1")
         _check(self.negative_pool > self.skip_top + self.negatives, "rerank", "negative_pool",
                self.negative_pool, "must exceed skip_top + negatives")

@@ -314,11 +314,24 @@ def _markdown(rows: list[ResultRow], report: dict[str, Any]) -> str:
     for s in _slices(rows):
         lines += [f"## Slice: {s}", "", _markdown_table([r for r in rows if r.slice == s]), ""]
     if report.get("paired"):
-        lines += ["## Fine-tuned models vs the best baseline (paired bootstrap over users)", "",
+        lines += ["## Paired comparisons: fine-tuned models vs the best baseline, reranked vs retrieval only "
+                  "(paired bootstrap over users)", "",
                   "| slice | model | baseline | metric | difference | 95% interval | p |", "|---|---|---|---|---:|---|---:|"]
         for p in report["paired"]:
             lines.append(f"| {p['slice']} | {p['model']} | {p['baseline']} | {p['metric']} | {p['diff']:+.4f} | "
                          f"[{_fmt(p['low'], 'nan')}, {_fmt(p['high'], 'nan')}] | {_fmt(p['p_value'], 'nan')} |")
+        lines.append("")
+    if report.get("rerank_sweep"):
+        lines += ["## Reranking vs retrieval only, by rerank depth and fusion weight (same candidates)", "",
+                  "Weight w: final score (1-w) z(retrieval) + w z(rerank) within the top depth; * = the "
+                  "configured setting (the 'fine-tuned + rerank' rows). Gain = reranked - retrieval, paired "
+                  "bootstrap over users.", ""]
+        metric = next(key for key in report["rerank_sweep"][0] if key.startswith("NDCG@") and "gain" not in key)
+        lines += [f"| slice | depth | weight | {metric} | gain | 95% interval |", "|---|---:|---:|---:|---:|---|"]
+        for r in report["rerank_sweep"]:
+            g = r[f"{metric} gain"]
+            lines.append(f"| {r['slice']} | {r['depth']}{'*' if r['headline'] else ''} | {r['weight']:.2f} | "
+                         f"{r[metric]:.4f} | {g['diff']:+.4f} | [{_fmt(g['low'], 'nan')}, {_fmt(g['high'], 'nan')}] |")
         lines.append("")
     if report.get("wall_time_s") is not None:
         lines += [f"Wall time of the run's stages: {report['wall_time_s']} s; git commit "

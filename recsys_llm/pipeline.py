@@ -33,7 +33,14 @@ from recsys_llm.config import PipelineConfig
 from recsys_llm.data.io import load_dataset
 from recsys_llm.data.schema import Dataset
 from recsys_llm.data.splits import Split, histories, make_split, targets, test_histories
-from recsys_llm.io_utils import atomic_save_npy, atomic_write_json, atomic_write_text, load_json, load_npy
+from recsys_llm.io_utils import (
+    atomic_save_npy,
+    atomic_save_npz,
+    atomic_write_json,
+    atomic_write_text,
+    load_json,
+    load_npy,
+)
 from recsys_llm.text.templates import history_text, item_texts, user_texts
 
 logger = logging.getLogger(__name__)
@@ -377,8 +384,13 @@ def load_run_index(run: RunDir, meta: dict):
                                                                   "data_fingerprint": meta["data_fingerprint"]}})
 
 
+def rerank_depth(cfg: PipelineConfig) -> int:
+    """How deep the reranker scores: its serving depth and every depth the report sweeps."""
+    return max([cfg.rerank.depth, *cfg.rerank.sweep_depths])
+
+
 def candidate_depth(cfg: PipelineConfig) -> int:
-    return max(max(cfg.eval.ks), cfg.rerank.depth if cfg.rerank.enabled else 0)
+    return max(max(cfg.eval.ks), rerank_depth(cfg) if cfg.rerank.enabled else 0)
 
 
 def slice_users(ctx: Context) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
@@ -468,11 +480,19 @@ def train_reranker(run_dir: str | Path) -> None:
 
 @_timed("rerank")
 def rerank(run_dir: str | Path) -> None:
-    """Rerank the top-`rerank.depth` candidates of every slice with the trained cross-encoder."""
+    """Rerank the top `rerank.depth` candidates of every slice with the trained cross-encoder.
+
+    The cross-encoder scores every candidate down to :func:`rerank_depth` once; ``ranked/<slice>.npz`` is
+    the list at ``rerank.depth`` with ``rerank.fusion_weight``, and ``ranked/<slice>.scores.npz`` keeps the
+    retrieval and rerank scores of every candidate, so the report can sweep depth and fusion weight
+    without scoring again.
+    """
+    from recsys_llm.rerank.base import reorder
     from recsys_llm.rerank.cross_encoder import CrossEncoder
     from recsys_llm.retrieve import Candidates
 
     ctx = Context.load(run_dir)
+    cfg = ctx.cfg.rerank
     model = CrossEncoder.load(ctx.run.require(ctx.run.reranker, "rerank train"), device=ctx.cfg.train.device)
     texts, item_txt = ctx.user_texts(), ctx.item_texts()
     for slice_name in SLICES:
@@ -480,9 +500,11 @@ def rerank(run_dir: str | Path) -> None:
         if not path.exists():
             continue
         cands = Candidates.load(path)
-        scores, ids = model.rerank([texts[u] for u in cands.users], cands.ids, cands.scores, item_txt,
-                                   depth=ctx.cfg.rerank.depth)
+        ce = model.score_candidates([texts[u] for u in cands.users], cands.ids, item_txt, depth=rerank_depth(ctx.cfg))
+        scores, ids = reorder(cands.ids, cands.scores, ce, cfg.depth, cfg.fusion_weight)
         Candidates(users=cands.users, ids=ids, scores=scores).save(ctx.run.ranked / f"{slice_name}.npz")
+        atomic_save_npz(ctx.run.ranked / f"{slice_name}.scores.npz", users=cands.users, ids=cands.ids,
+                        retrieval=cands.scores, rerank=ce)
 
 
 # ----------------------------------------------------------------------------------------------- evaluate

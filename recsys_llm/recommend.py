@@ -64,7 +64,7 @@ def recommend(run_dir: str | Path, user_id: str, k: int = 10, use_reranker: bool
 
         model = CrossEncoder.load(ctx.run.reranker, device=cfg.train.device)
         scores, ids = model.rerank([text], ids, scores, item_texts(catalog, cfg.text.item_template),
-                                   depth=cfg.rerank.depth)
+                                   depth=cfg.rerank.depth, weight=cfg.rerank.fusion_weight)
         stage = "rerank"
     elif use_reranker:
         logger.info("no trained reranker in %s; showing retrieval order", ctx.run.reranker)

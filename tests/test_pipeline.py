@@ -52,6 +52,30 @@ def test_report_has_every_model_and_baseline_with_intervals(tiny_run):
     assert "paired bootstrap" in md and "**" in md
 
 
+def test_report_sweeps_rerank_depth_and_fusion_against_retrieval(tiny_run):
+    report = json.loads((tiny_run / "report.json").read_text())
+    sweep = report["rerank_sweep"]
+    slices = {r["slice"] for r in sweep}
+    assert {(r["depth"], r["weight"]) for r in sweep} == {(d, w) for d in (3, 6) for w in (0.0, 0.5, 1.0)}
+    rows = {(r["model"], r["slice"]): r["metrics"] for r in report["rows"]}
+    for r in sweep:
+        gain = r["NDCG@10 gain"]
+        assert gain["low"] <= gain["diff"] <= gain["high"]
+        retrieval = rows[("fine-tuned retrieval", r["slice"])]["NDCG@10"]
+        assert r["NDCG@10"] - retrieval == pytest.approx(gain["diff"], abs=1e-6)
+        if r["weight"] == 0.0:  # no reranker share: exactly the retrieval order
+            assert gain["diff"] == 0.0
+        if r["headline"]:
+            assert (r["depth"], r["weight"]) == (6, 1.0)
+            assert r["NDCG@10"] == pytest.approx(rows[("fine-tuned + rerank", r["slice"])]["NDCG@10"], abs=1e-9)
+    assert sum(r["headline"] for r in sweep) == len(slices)
+    paired = [p for p in report["paired"] if p["baseline"] == "fine-tuned retrieval"]
+    assert {p["slice"] for p in paired} == slices and {p["model"] for p in paired} == {"fine-tuned + rerank"}
+    assert "by rerank depth and fusion weight" in (tiny_run / "report.md").read_text()
+    with np.load(tiny_run / "ranked" / "warm.scores.npz") as z:
+        assert np.isfinite(z["rerank"][:, :6][z["ids"][:, :6] >= 0]).all() and np.isnan(z["rerank"][:, 6:]).all()
+
+
 def test_seen_items_never_recommended(tiny_run):
     from recsys_llm.pipeline import Context
     from recsys_llm.retrieve import Candidates

@@ -116,3 +116,35 @@ def test_training_learns_a_planted_preference(tiny_bert_path, tmp_path):
     assert result.log[-1]["loss"] < 0.5 * result.log[0]["loss"]
     assert (after[:4].min() > after[4:].max()) and not (before[:4].min() > before[4:].max())
     assert (tmp_path / "rerank_log.jsonl").read_text().count("\n") == len(result.log)
+
+
+def test_reorder_fuses_retrieval_and_reranker_scores():
+    from recsys_llm.rerank.base import reorder
+
+    ids = np.array([[7, 8, 9, -1]])
+    ret = np.array([[3.0, 2.0, 1.0, -np.inf]], dtype=np.float32)
+    ce = np.array([[0.0, 1.0, 5.0, np.nan]], dtype=np.float32)
+    assert reorder(ids, ret, ce, depth=3, weight=1.0)[1].tolist() == [[9, 8, 7, -1]]
+    assert reorder(ids, ret, ce, depth=3, weight=0.0)[1].tolist() == [[7, 8, 9, -1]]  # retriever order back
+    # z(ret) = [1.225, 0, -1.225], z(ce) = [-0.926, -0.463, 1.389]: w=0.3 -> [0.580, -0.139, -0.441]
+    s, got = reorder(ids, ret, ce, depth=3, weight=0.3)
+    assert got.tolist() == [[7, 8, 9, -1]] and s[0, 0] == pytest.approx(0.7 * 1.2247 - 0.3 * 0.9258, abs=1e-3)
+    assert reorder(ids, ret, ce, depth=3, weight=0.6)[1].tolist() == [[9, 7, 8, -1]]
+    assert reorder(ids, ret, ce, depth=2, weight=1.0)[1].tolist() == [[8, 7, 9, -1]]  # 9 is beyond the depth
+    with pytest.raises(ValueError, match="finite for every real candidate of the first 3"):
+        reorder(ids, ret, np.array([[0.0, 1.0, np.nan, np.nan]], dtype=np.float32), depth=3)
+    with pytest.raises(ValueError, match=r"weight=1.5"):
+        reorder(ids, ret, ce, weight=1.5)
+
+
+def test_scoring_once_deep_gives_every_shallower_rerank():
+    from recsys_llm.rerank.base import reorder
+
+    rng = np.random.default_rng(0)
+    ids = np.stack([rng.permutation(10) for _ in range(4)])
+    ret = -np.sort(-rng.random((4, 10)), axis=1).astype(np.float32)
+    deep = ById().score_candidates(["u"] * 4, ids, ITEM_TEXTS, depth=8)
+    assert np.isnan(deep[:, 8:]).all() and np.isfinite(deep[:, :8]).all()
+    for d in (2, 5, 8):
+        np.testing.assert_array_equal(reorder(ids, ret, deep, depth=d)[1],
+                                      ById().rerank(["u"] * 4, ids, ret, ITEM_TEXTS, depth=d)[1])
