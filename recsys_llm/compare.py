@@ -34,7 +34,14 @@ import numpy as np
 
 from recsys_llm.baselines import popularity_scores, rank_items
 from recsys_llm.evaluate import ResultRow, metric_curve, per_user_metrics, write_report
-from recsys_llm.pipeline import MODEL_NAMES, Context, load_embeddings, slice_candidates, slice_users
+from recsys_llm.pipeline import (
+    MODEL_NAMES,
+    Context,
+    load_embeddings,
+    rerank_setting,
+    slice_candidates,
+    slice_users,
+)
 from recsys_llm.retrieve import Candidates
 
 logger = logging.getLogger(__name__)
@@ -285,8 +292,9 @@ def _rerank_sweep(ctx: Context, slice_name: str, users: np.ndarray, tg: list, ks
             raise ValueError(f"{path} was made for other users than this slice; rerun `recsys-llm rerank apply`")
         ids, ret, ce = z["ids"], z["retrieval"], z["rerank"]
     cfg = ctx.cfg
-    depths = sorted({cfg.rerank.depth, *cfg.rerank.sweep_depths})
-    weights = sorted({cfg.rerank.fusion_weight, *cfg.rerank.sweep_weights})
+    setting = rerank_setting(ctx.run, cfg)
+    depths = sorted({setting[0], *cfg.rerank.sweep_depths})
+    weights = sorted({setting[1], *cfg.rerank.sweep_weights})
     k0 = ks[0]
     out = []
     for depth in depths:
@@ -299,7 +307,7 @@ def _rerank_sweep(ctx: Context, slice_name: str, users: np.ndarray, tg: list, ks
             ranked = reorder(ids, ret, ce, depth, weight)[1][:, : ks[-1]]
             pu = per_user_metrics(ranked, tg, ks)
             row = {"slice": slice_name, "depth": depth, "weight": weight,
-                   "headline": depth == cfg.rerank.depth and weight == cfg.rerank.fusion_weight}
+                   "headline": (depth, weight) == setting}
             for metric in (f"NDCG@{k0}", f"Recall@{k0}"):
                 d = paired_bootstrap(pu[metric], retrieval[metric], n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed)
                 row[metric] = float(pu[metric].mean())
@@ -315,6 +323,8 @@ def _protocol_text(ctx: Context, sampled: bool) -> str:
                if sampled else f"Full ranking over the whole catalog ({split.n_items} items; no sampled negatives)")
     holdout = (f"the published split file {Path(cfg.split.fixed_holdout).name}" if cfg.split.fixed_holdout
                else "the user's last interaction by time (ties by file order)")
+    depth, weight = rerank_setting(ctx.run, cfg)
+    chosen = " (chosen on validation users)" if cfg.rerank.select_on_valid and (ctx.run.reranker / "selection.json").exists() else ""
     return (
         f"{ranking}. Every item the user is known to have interacted with (train + valid) is filtered. "
         f"Split: {split.kind}" + (f" (test = {holdout})" if split.kind == "leave_last_out" else
@@ -325,7 +335,8 @@ def _protocol_text(ctx: Context, sampled: bool) -> str:
         f"cold-user = warm test users with <= {cfg.eval.cold_user_max_train} training interactions. "
         f"Score ties are broken in a seeded random order, never by item id (ids can correlate with popularity). "
         f"Baselines see the same split, filters and candidates; at test time every model may use train + valid "
-        f"history. Rerank rows reorder the top {cfg.rerank.depth} retrieved candidates; the held-out item is "
+        f"history. Rerank rows reorder the top {depth} retrieved candidates with fusion weight {weight:g}{chosen}; "
+        f"the held-out item is "
         f"never injected. Intervals: 95% percentile bootstrap over users ({cfg.eval.n_bootstrap} resamples); "
         f"paired rows resample the same users for both models."
     )

@@ -273,6 +273,17 @@ class RerankConfig:
     lora_r: int = field(default=16, metadata=_help("LoRA rank of the cross-encoder."))
     score_batch_size: int = field(default=64, metadata=_help("Pairs per forward pass at inference."))
     seed: int = field(default=0, metadata=_help("Seed."))
+    loss: str = field(default="listwise", metadata=_help(
+        "listwise (softmax over the positive and its negatives) or bce (pointwise binary cross-entropy)."))
+    examples_per_user: int = field(default=1, metadata=_help(
+        "Training examples per user: history prefixes, each predicting the next training item."))
+    eval_every: int = field(default=0, metadata=_help(
+        "Validate every N steps (NDCG@10 of the reranked validation candidates) and keep the best weights; "
+        "0 = no validation."))
+    valid_users: int = field(default=200, metadata=_help("Validation users (seeded sample) for eval_every/select."))
+    select_on_valid: bool = field(default=False, metadata=_help(
+        "After training, pick depth and fusion weight from sweep_depths x sweep_weights by validation NDCG@10 "
+        "(saved in reranker/selection.json and used by `rerank apply`)."))
     fusion_weight: float = field(default=1.0, metadata=_help(
         "Share of the reranker in the final score of the top `depth`: (1-w) z(retrieval) + w z(rerank), "
         "z-scored per list; 1 = reranker alone, 0 = retrieval order."))
@@ -283,6 +294,10 @@ class RerankConfig:
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "rerank", "depth", self.depth, "must be >= 1")
+        _check_choice("rerank", "loss", self.loss, ("listwise", "bce"))
+        _check(self.examples_per_user >= 1, "rerank", "examples_per_user", self.examples_per_user, "must be >= 1")
+        _check(self.eval_every >= 0, "rerank", "eval_every", self.eval_every, "must be >= 0 (0 = off)")
+        _check(self.valid_users >= 1, "rerank", "valid_users", self.valid_users, "must be >= 1")
         _check(0.0 <= self.fusion_weight <= 1.0, "rerank", "fusion_weight", self.fusion_weight, "must be in [0, 1]")
         _check(all(d >= 1 for d in self.sweep_depths), "rerank", "sweep_depths", self.sweep_depths,
                "depths must be >= 1")

@@ -426,12 +426,23 @@ def _dense_candidates(ctx: Context, item_emb: np.ndarray, user_emb: np.ndarray, 
     from recsys_llm.retrieve import retrieve
 
     known = ctx.known_histories()
-    seen = [known[u] for u in users]
     cand = slice_candidates(ctx, slice_name)
     if cand is not None:
         index = FaissIndex(item_emb.shape[1], factory="Flat", use_gpu=ctx.cfg.index.use_gpu)
         index.add(item_emb[cand], cand)
+    extra = outside_catalog(index, ctx.split.n_items)
+    seen = [np.union1d(known[u], extra) if len(extra) else known[u] for u in users]
     return retrieve(index, user_emb[users], users, k, seen=seen)
+
+
+def outside_catalog(index, n_items: int) -> np.ndarray:
+    """Ids in ``index`` beyond the prepared catalog (cold-start items added since): evaluation and reranker
+    training work on the prepared catalog and its split, so these are filtered like seen items."""
+    ids = index.ids
+    extra = ids[ids >= n_items]
+    if len(extra):
+        logger.info("%d items added after prepare are left out of evaluation and reranker training", len(extra))
+    return extra
 
 
 @_timed("retrieve")
@@ -448,34 +459,94 @@ def retrieve_candidates(run_dir: str | Path) -> None:
         cands.save(ctx.run.candidates / f"{slice_name}.npz")
 
 
+def _prefix_examples(train_hist: list[np.ndarray], per_user: int, seed: int):
+    """Training-data-only (user, prefix length) pairs: each prefix predicts the next training item.
+
+    Up to ``per_user`` prefixes per user with at least one item before the positive, always including the
+    last (the most recent, closest to test time); the rest drawn at random, seeded.
+    """
+    rng = np.random.default_rng(seed)
+    users, cut = [], []
+    for u, h in enumerate(train_hist):
+        if len(h) < 2:
+            continue
+        cuts = np.arange(1, len(h))  # positive h[c] after the prefix h[:c]
+        picked, earlier = cuts[-1:], cuts[:-1]
+        if per_user > 1 and len(earlier):
+            picked = np.union1d(picked, rng.choice(earlier, size=min(per_user - 1, len(earlier)), replace=False))
+        users += [u] * len(picked)
+        cut += picked.tolist()
+    return np.asarray(users, dtype=np.int64), np.asarray(cut, dtype=np.int64)
+
+
 @_timed("rerank-train")
 def train_reranker(run_dir: str | Path) -> None:
     """Train the cross-encoder on hard negatives from the fine-tuned retriever's own candidates.
 
-    Examples come from training data only: user text = training history without its last item, positive =
-    that last item, negatives = the retriever's top candidates for that text (the user's items excluded).
+    Examples come from training data only: user text = a prefix of the training history, positive = the
+    next training item, negatives = the retriever's top candidates for that text (every training item of the
+    user excluded, so no false negatives). ``rerank.examples_per_user`` prefixes per user.
+
+    With ``rerank.eval_every`` (or ``select_on_valid``) a seeded sample of ``rerank.valid_users`` users is
+    held out as validation: text = training history, target = the validation item, candidates = the
+    retriever's top ``rerank_depth`` for that text. Training keeps the best-validating weights;
+    ``select_on_valid`` then picks (depth, fusion weight) from the sweep grid by validation NDCG@10 and
+    writes ``reranker/selection.json``, which ``rerank apply`` uses.
     """
     from recsys_llm.rerank.cross_encoder import CrossEncoder
-    from recsys_llm.rerank.train import build_rerank_examples, train_cross_encoder
+    from recsys_llm.rerank.train import RerankValidation, build_rerank_examples, train_cross_encoder
     from recsys_llm.retrieve import retrieve
 
     ctx = Context.load(run_dir)
     cfg = ctx.cfg
+    rc = cfg.rerank
     train_hist = histories(ctx.split.train, ctx.split.n_users)
-    users = np.array([u for u, h in enumerate(train_hist) if len(h) >= 2], dtype=np.int64)
-    texts = [history_text(train_hist[u][:-1], ctx.titles, cfg.text.user_max_items) for u in users]
-    positives = np.array([train_hist[u][-1] for u in users], dtype=np.int64)
+    users, cut = _prefix_examples(train_hist, rc.examples_per_user, rc.seed)
+    texts = [history_text(train_hist[u][:c], ctx.titles, cfg.text.user_max_items) for u, c in zip(users, cut, strict=True)]
+    positives = np.array([train_hist[u][c] for u, c in zip(users, cut, strict=True)], dtype=np.int64)
     _, _, meta = load_embeddings(ctx.run)
     encoder = load_encoder(ctx.run, cfg.train.device)
     index = load_run_index(ctx.run, meta)
     user_emb = encoder.encode_users(texts, cfg.text.user_max_tokens)
-    exclude = [np.setdiff1d(train_hist[u], [p]) for u, p in zip(users, positives, strict=True)]
-    cands = retrieve(index, user_emb, users, cfg.rerank.negative_pool, seen=exclude)
-    examples = build_rerank_examples(texts, positives, cands.ids, exclude, cfg.rerank, seed=cfg.rerank.seed)
-    model = CrossEncoder.from_config(cfg.encoder.backbone, cfg.rerank, device=cfg.train.device)
-    train_cross_encoder(model, examples, ctx.item_texts(), cfg.rerank, device=cfg.train.device,
-                        out_dir=ctx.run.reranker)
+    extra = outside_catalog(index, ctx.split.n_items)
+    exclude = [np.setdiff1d(np.union1d(train_hist[u], extra), [p]) for u, p in zip(users, positives, strict=True)]
+    cands = retrieve(index, user_emb, users, rc.negative_pool, seen=exclude)
+    examples = build_rerank_examples(texts, positives, cands.ids, exclude, rc, seed=rc.seed, n_items=ctx.split.n_items)
+    logger.info("%d rerank training examples from %d users", len(texts), len(set(users.tolist())))
+    valid = None
+    if rc.eval_every > 0 or rc.select_on_valid:
+        tg = targets(ctx.split.valid, ctx.split.n_users)
+        vusers = np.array([u for u, t in enumerate(tg) if len(t) and len(train_hist[u])], dtype=np.int64)
+        if len(vusers) > rc.valid_users:
+            vusers = np.sort(np.random.default_rng(rc.seed).choice(vusers, rc.valid_users, replace=False))
+        vtexts = [history_text(train_hist[u], ctx.titles, cfg.text.user_max_items) for u in vusers]
+        vc = retrieve(index, encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False), vusers,
+                      max(rerank_depth(cfg), 10), seen=[np.union1d(train_hist[u], extra) for u in vusers])
+        valid = RerankValidation(vtexts, [tg[u] for u in vusers], vc.ids, vc.scores)
+    model = CrossEncoder.from_config(cfg.encoder.backbone, rc, device=cfg.train.device)
+    result = train_cross_encoder(model, examples, ctx.item_texts(), rc, device=cfg.train.device,
+                                 out_dir=ctx.run.reranker, valid=valid)
     model.save(ctx.run.reranker)
+    if rc.select_on_valid and valid is not None:
+        depths = sorted({rc.depth, *rc.sweep_depths})
+        weights = sorted({0.0, rc.fusion_weight, *rc.sweep_weights})
+        grid = valid.grid(model, ctx.item_texts(), depths, weights)
+        (depth, weight), best = max(grid.items(), key=lambda kv: (kv[1], -kv[0][1]))  # ties: less reranker
+        sel = {"depth": depth, "weight": weight, "val_ndcg@10": best, "best_step": result.best_step,
+               "val_retrieval_ndcg@10": valid.ndcg(valid.cand_ids), "users": len(valid.user_texts),
+               "grid": [{"depth": d, "weight": w, "val_ndcg@10": v} for (d, w), v in grid.items()]}
+        atomic_write_json(ctx.run.reranker / "selection.json", sel)
+        logger.info("rerank selection on validation: depth %d, weight %.2f (NDCG@10 %.4f; retrieval %.4f)",
+                    depth, weight, best, sel["val_retrieval_ndcg@10"])
+
+
+def rerank_setting(run: RunDir, cfg: PipelineConfig) -> tuple[int, float]:
+    """(depth, fusion weight) ``rerank apply`` uses: chosen on validation when ``select_on_valid``."""
+    sel = run.reranker / "selection.json"
+    if cfg.rerank.select_on_valid and sel.exists():
+        s = load_json(sel)
+        return int(s["depth"]), float(s["weight"])
+    return cfg.rerank.depth, cfg.rerank.fusion_weight
 
 
 @_timed("rerank")
@@ -492,7 +563,6 @@ def rerank(run_dir: str | Path) -> None:
     from recsys_llm.retrieve import Candidates
 
     ctx = Context.load(run_dir)
-    cfg = ctx.cfg.rerank
     model = CrossEncoder.load(ctx.run.require(ctx.run.reranker, "rerank train"), device=ctx.cfg.train.device)
     texts, item_txt = ctx.user_texts(), ctx.item_texts()
     for slice_name in SLICES:
@@ -501,7 +571,7 @@ def rerank(run_dir: str | Path) -> None:
             continue
         cands = Candidates.load(path)
         ce = model.score_candidates([texts[u] for u in cands.users], cands.ids, item_txt, depth=rerank_depth(ctx.cfg))
-        scores, ids = reorder(cands.ids, cands.scores, ce, cfg.depth, cfg.fusion_weight)
+        scores, ids = reorder(cands.ids, cands.scores, ce, *rerank_setting(ctx.run, ctx.cfg))
         Candidates(users=cands.users, ids=ids, scores=scores).save(ctx.run.ranked / f"{slice_name}.npz")
         atomic_save_npz(ctx.run.ranked / f"{slice_name}.scores.npz", users=cands.users, ids=cands.ids,
                         retrieval=cands.scores, rerank=ce)

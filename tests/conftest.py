@@ -133,7 +133,8 @@ TINY = [
     "--set", "train.max_steps=4", "--set", "train.batch_size=8", "--set", "train.device=cpu",
     "--set", "rerank.max_steps=2", "--set", "rerank.batch_size=4", "--set", "rerank.negative_pool=8",
     "--set", "rerank.negatives=3", "--set", "rerank.depth=6", "--set", "rerank.sweep_depths=[3,6]",
-    "--set", "rerank.sweep_weights=[0.0,0.5]", "--set", "split.cold_item_fraction=0.2",
+    "--set", "rerank.sweep_weights=[0.0,0.5]", "--set", "rerank.examples_per_user=3", "--set", "rerank.eval_every=1",
+    "--set", "rerank.valid_users=10", "--set", "split.cold_item_fraction=0.2",
     "--set", "text.user_max_tokens=32", "--set", "text.item_max_tokens=16", "--set", "rerank.max_tokens=48",
 ]
 

@@ -169,3 +169,23 @@ def test_finetune_stage_validates_checkpoints_and_resumes(tiny_run, tmp_path):
     log = [json.loads(line) for line in (run / "encoder" / "train_log.jsonl").read_text().splitlines()]
     assert any("val_ndcg@10" in r for r in log)
     assert main(["finetune", "--run-dir", str(run), "--resume"]) == 0  # finished run: nothing left to train
+
+
+def test_reranker_validates_and_selects_depth_and_fusion_on_validation(tiny_run, tmp_path):
+    import shutil
+
+    log = [json.loads(line) for line in (tiny_run / "reranker" / "rerank_log.jsonl").read_text().splitlines()]
+    assert "val_retrieval_ndcg@10" in log[0] and any("val_ndcg@10" in r for r in log)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["rerank", "train", "--run-dir", str(run), "--set", "rerank.select_on_valid=true"]) == 0
+    sel = json.loads((run / "reranker" / "selection.json").read_text())
+    grid = {(g["depth"], g["weight"]): g["val_ndcg@10"] for g in sel["grid"]}
+    assert set(grid) == {(d, w) for d in (3, 6) for w in (0.0, 0.5, 1.0)}
+    assert grid[(sel["depth"], sel["weight"])] == max(grid.values()) == sel["val_ndcg@10"]
+    assert grid[(3, 0.0)] == grid[(6, 0.0)] == pytest.approx(sel["val_retrieval_ndcg@10"])  # w=0: retrieval
+    assert main(["rerank", "apply", "--run-dir", str(run)]) == 0
+    assert main(["evaluate", "--run-dir", str(run)]) == 0
+    report = json.loads((run / "report.json").read_text())
+    heads = [r for r in report["rerank_sweep"] if r["headline"]]
+    assert heads and all((r["depth"], r["weight"]) == (sel["depth"], sel["weight"]) for r in heads)

@@ -148,3 +148,39 @@ def test_scoring_once_deep_gives_every_shallower_rerank():
     for d in (2, 5, 8):
         np.testing.assert_array_equal(reorder(ids, ret, deep, depth=d)[1],
                                       ById().rerank(["u"] * 4, ids, ret, ITEM_TEXTS, depth=d)[1])
+
+
+def test_validation_tracks_ndcg_and_keeps_the_best_weights(tiny_bert_path, tmp_path):
+    from recsys_llm.rerank.train import RerankValidation
+
+    cfg = RerankConfig(max_tokens=24, lora_r=4, batch_size=8, negatives=3, max_steps=12, lr=1e-2, seed=0,
+                       depth=4, eval_every=4)
+    model = CrossEncoder.from_config(tiny_bert_path, cfg, device="cpu")
+    item_texts = [f"red thing {i}" for i in range(6)] + [f"blue thing {i}" for i in range(6)]
+    users = [f"likes red {i}" for i in range(16)]
+    ex = build_rerank_examples(users, np.arange(16) % 6, np.stack([6 + (np.arange(6) + i) % 6 for i in range(16)]),
+                               [np.array([])] * 16, cfg)
+    # validation: the retriever put the red target last of 4 (blue first): NDCG@10 = 1/log2(5)
+    vids = np.array([[6, 7, 8, i] for i in range(4)])
+    valid = RerankValidation([f"likes red v{i}" for i in range(4)], [np.array([i]) for i in range(4)], vids,
+                             np.tile(np.array([0.9, 0.8, 0.7, 0.6], dtype=np.float32), (4, 1)))
+    assert valid.ndcg(valid.cand_ids) == pytest.approx(1 / math.log2(5))
+    result = train_cross_encoder(model, ex, item_texts, cfg, device="cpu", out_dir=tmp_path, valid=valid)
+    vals = [r for r in result.log if "val_ndcg@10" in r]
+    assert [r["step"] for r in vals] == [4, 8, 12]
+    assert result.log[0] == {"step": 0, "val_retrieval_ndcg@10": pytest.approx(1 / math.log2(5))}
+    best = max(vals, key=lambda r: r["val_ndcg@10"])
+    assert result.best_step == best["step"] and best["best"]
+    assert valid.grid(model, item_texts, [4], [1.0])[(4, 1.0)] == pytest.approx(best["val_ndcg@10"], abs=1e-6)
+    assert best["val_ndcg@10"] > 1 / math.log2(5)  # it learned to lift the red item
+
+
+def test_prefix_examples_use_training_data_only():
+    from recsys_llm.pipeline import _prefix_examples
+
+    hist = [np.array([5, 6, 7, 8]), np.array([1]), np.array([2, 3])]
+    users, cut = _prefix_examples(hist, per_user=1, seed=0)
+    assert users.tolist() == [0, 2] and cut.tolist() == [3, 1]  # last training item, after the rest
+    users, cut = _prefix_examples(hist, per_user=3, seed=0)
+    assert users.tolist() == [0, 0, 0, 2] and cut[:3].max() == 3 and len(set(cut[:3].tolist())) == 3
+    assert (cut >= 1).all()  # at least one item of history before every positive

@@ -110,6 +110,49 @@ def build_rerank_examples(user_texts: Sequence[str], positives: np.ndarray, cand
     return RerankExamples(list(user_texts), positives, negatives)
 
 
+@dataclass
+class RerankValidation:
+    """Held-out users with the retriever's candidates for them: what the reranker is validated on.
+
+    ``cand_ids[i]`` / ``cand_scores[i]`` are the retriever's top candidates for ``user_texts[i]`` (the user's
+    known items filtered), ``targets[i]`` the held-out items. The held-out item is never added to the
+    candidates: a miss by the retriever stays a miss.
+    """
+
+    user_texts: list[str]
+    targets: list[np.ndarray]
+    cand_ids: np.ndarray  # int64 (n, K)
+    cand_scores: np.ndarray  # float32 (n, K)
+    k: int = 10
+
+    def __post_init__(self) -> None:
+        n = len(self.user_texts)
+        self.cand_ids = np.asarray(self.cand_ids, dtype=np.int64)
+        self.cand_scores = np.asarray(self.cand_scores, dtype=np.float32)
+        if n == 0 or len(self.targets) != n or self.cand_ids.shape[0] != n or self.cand_scores.shape != self.cand_ids.shape:
+            raise ValueError(f"rerank validation: {n} user texts, {len(self.targets)} targets, candidates "
+                             f"{self.cand_ids.shape} / {self.cand_scores.shape}; need n > 0 of each")
+
+    def ndcg(self, ranked: np.ndarray) -> float:
+        """Mean NDCG@k of ranked id lists ``(n, >= k)`` against the targets."""
+        from recsys_llm.metrics import hit_matrix, ndcg_at_k
+
+        ranked = np.asarray(ranked, dtype=np.int64)[:, : self.k]
+        if ranked.shape[1] < self.k:  # fewer candidates than k: the rest are misses
+            ranked = np.pad(ranked, ((0, 0), (0, self.k - ranked.shape[1])), constant_values=-1)
+        hits, n_rel = hit_matrix(ranked, self.targets)
+        return float(np.nanmean(ndcg_at_k(hits, n_rel, self.k)))
+
+    def grid(self, model: CrossEncoder, item_texts: Sequence[str], depths: Sequence[int],
+             weights: Sequence[float]) -> dict[tuple[int, float], float]:
+        """Validation NDCG@k of the reranked list at every (depth, fusion weight), scored once."""
+        from recsys_llm.rerank.base import reorder
+
+        ce = model.score_candidates(self.user_texts, self.cand_ids, item_texts, depth=max(depths))
+        return {(d, w): self.ndcg(reorder(self.cand_ids, self.cand_scores, ce, d, w)[1])
+                for d in depths for w in weights}
+
+
 def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy with the positive in column 0.
 
@@ -139,26 +182,36 @@ class RerankTrainResult:
     """Mean loss over the last logged interval."""
     seconds: float
     log: list[dict] = field(default_factory=list)
+    best_step: int | None = None
+    """Step whose weights the model holds after training (validation only; None = the last step)."""
 
 
 def train_cross_encoder(model: CrossEncoder, examples: RerankExamples, item_texts: Sequence[str],
-                        cfg: RerankConfig, device: str = "auto", loss: str = "listwise",
-                        out_dir: Path | None = None) -> RerankTrainResult:
+                        cfg: RerankConfig, device: str = "auto", loss: str | None = None,
+                        out_dir: Path | None = None, valid: RerankValidation | None = None) -> RerankTrainResult:
     """Train LoRA + head in place for ``cfg.max_steps`` steps of ``cfg.batch_size`` examples.
 
     Examples are sampled with replacement (seeded); AdamW with linear warm-up over 10% of the steps.
     The loop runs on accelerate, so it is the same on CPU, one GPU or several (``accelerate launch``; on GPU
     accelerate picks the process's device). ``model`` is left in eval mode, unwrapped, on that device.
 
+    With ``valid`` and ``cfg.eval_every > 0``, the reranked validation candidates (at ``cfg.depth``, reranker
+    alone) are scored every ``eval_every`` steps and at the end; records gain ``val_ndcg@k`` and the model
+    ends with the weights of the best validation step (the retriever's own NDCG@k is logged once as
+    ``val_retrieval_ndcg@k``, the bar to clear).
+
     Args:
-        loss: ``listwise`` (:func:`listwise_loss`) or ``bce`` (:func:`pointwise_bce_loss`).
+        loss: ``listwise`` (:func:`listwise_loss`) or ``bce`` (:func:`pointwise_bce_loss`); default
+            ``cfg.loss``.
         out_dir: when given, the log records also go to ``out_dir/rerank_log.jsonl``.
+        valid: held-out users and their retriever candidates.
 
     Returns:
         :class:`RerankTrainResult` with one log record (step, loss, lr, seconds) per ``LOG_EVERY`` steps.
     """
     from transformers import get_linear_schedule_with_warmup
 
+    loss = loss or cfg.loss
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r}; choose one of {', '.join(LOSSES)}")
     n = len(examples.user_texts)
@@ -181,6 +234,14 @@ def train_cross_encoder(model: CrossEncoder, examples: RerankExamples, item_text
         log_file = open(Path(out_dir) / "rerank_log.jsonl", "w")  # noqa: SIM115 (closed below)
     log: list[dict] = []
     window: list[float] = []
+    validate = valid is not None and cfg.eval_every > 0
+    best: tuple[float, int, dict] | None = None
+    if validate and accelerator.is_main_process:
+        base = {"step": 0, f"val_retrieval_ndcg@{valid.k}": valid.ndcg(valid.cand_ids)}
+        logger.info("rerank validation: retrieval alone NDCG@%d %.4f", valid.k, base[f"val_retrieval_ndcg@{valid.k}"])
+        log.append(base)
+        if log_file is not None:
+            log_file.write(json.dumps(base) + "\n")
     start = time.perf_counter()
     bar = tqdm(range(1, cfg.max_steps + 1), desc="rerank train", disable=not accelerator.is_main_process)
     try:
@@ -196,10 +257,20 @@ def train_cross_encoder(model: CrossEncoder, examples: RerankExamples, item_text
             opt.zero_grad(set_to_none=True)
             window.append(value.item())
             bar.set_postfix(loss=f"{window[-1]:.4f}")
-            if step % LOG_EVERY == 0 or step == cfg.max_steps:
+            at_eval = validate and (step % cfg.eval_every == 0 or step == cfg.max_steps)
+            if step % LOG_EVERY == 0 or step == cfg.max_steps or at_eval:
                 record = {"step": step, "loss": float(np.mean(window)), "lr": float(sched.get_last_lr()[0]),
                           "seconds": round(time.perf_counter() - start, 3)}
                 window = []
+                if at_eval and accelerator.is_main_process:
+                    inner = accelerator.unwrap_model(wrapped)
+                    value_ndcg = valid.grid(inner, item_texts, [cfg.depth], [1.0])[(cfg.depth, 1.0)]
+                    inner.train()
+                    record[f"val_ndcg@{valid.k}"] = value_ndcg
+                    if best is None or value_ndcg > best[0]:
+                        best = (value_ndcg, step, {n: p.detach().clone() for n, p in inner.named_parameters()
+                                                   if p.requires_grad})
+                    record["best"] = best[1] == step
                 log.append(record)
                 logger.info("rerank step %d/%d loss %.4f", step, cfg.max_steps, record["loss"])
                 if log_file is not None:
@@ -208,6 +279,15 @@ def train_cross_encoder(model: CrossEncoder, examples: RerankExamples, item_text
     finally:
         if log_file is not None:
             log_file.close()
-    accelerator.unwrap_model(wrapped).eval()
+    final = accelerator.unwrap_model(wrapped)
+    if best is not None:
+        params = dict(final.named_parameters())
+        with torch.no_grad():
+            for name, value in best[2].items():
+                params[name].copy_(value)
+        logger.info("rerank: keeping the weights of step %d (validation NDCG@%d %.4f)", best[1], valid.k, best[0])
+    final.eval()
     seconds = time.perf_counter() - start
-    return RerankTrainResult(steps=cfg.max_steps, final_loss=log[-1]["loss"], seconds=seconds, log=log)
+    losses = [r["loss"] for r in log if "loss" in r]
+    return RerankTrainResult(steps=cfg.max_steps, final_loss=losses[-1], seconds=seconds, log=log,
+                             best_step=best[1] if best else None)
