@@ -3,6 +3,7 @@
 Usage:
     python eval/run.py --recipe ml100k               # leave-last-out (peer split) + temporal, ../shared/data
     python eval/run.py --recipe ml-latest-small      # the bundled data, both splits
+    python eval/run.py --recipe ml100k-rerank        # ml-100k peer split, reranker validated, depth/fusion swept
     python eval/run.py --config eval/configs/ml100k_loo.json --out runs/eval   # one config
 
 Each config runs in ``<out>/<config name>/`` (report.json, report.md, plots/); the script prints each table.
@@ -23,6 +24,7 @@ from recsys_llm.evaluate import format_table
 HERE = Path(__file__).resolve().parent
 RECIPES = {
     "ml100k": ["ml100k_loo", "ml100k_temporal"],
+    "ml100k-rerank": ["ml100k_rerank"],
     "ml-latest-small": ["ml_latest_small_loo", "ml_latest_small_temporal"],
 }
 COLUMNS = ("NDCG@10", "Recall@10", "MRR@10", "Recall@50", "users")
