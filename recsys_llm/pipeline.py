@@ -563,7 +563,8 @@ def rerank(run_dir: str | Path) -> None:
     from recsys_llm.retrieve import Candidates
 
     ctx = Context.load(run_dir)
-    model = CrossEncoder.load(ctx.run.require(ctx.run.reranker, "rerank train"), device=ctx.cfg.train.device)
+    model = CrossEncoder.load(ctx.run.require(ctx.run.reranker, "rerank train"),
+                              device=ctx.cfg.train.device).for_scoring(ctx.cfg.rerank.quantize)
     texts, item_txt = ctx.user_texts(), ctx.item_texts()
     for slice_name in SLICES:
         path = ctx.run.candidates / f"{slice_name}.npz"

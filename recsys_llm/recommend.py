@@ -62,7 +62,7 @@ def recommend(run_dir: str | Path, user_id: str, k: int = 10, use_reranker: bool
     if use_reranker and ctx.run.reranker.exists():
         from recsys_llm.rerank.cross_encoder import CrossEncoder
 
-        model = CrossEncoder.load(ctx.run.reranker, device=cfg.train.device)
+        model = CrossEncoder.load(ctx.run.reranker, device=cfg.train.device).for_scoring(cfg.rerank.quantize)
         scores, ids = model.rerank([text], ids, scores, item_texts(catalog, cfg.text.item_template),
                                    depth=cfg.rerank.depth, weight=cfg.rerank.fusion_weight)
         stage = "rerank"
