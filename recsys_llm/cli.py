@@ -164,8 +164,8 @@ def cmd_index_evaluate(args: argparse.Namespace) -> None:
 
     rows, exact_qps, best = evaluate_index(args.run_dir, k=args.k, n_queries=args.queries,
                                            target=args.target_recall, apply=args.apply)
-    print(f"recall@{rows[0].k} against exact search and queries/s, {args.queries} user queries "
-          f"(batched, this machine):")
+    print(f"recall@{rows[0].k} against exact search and queries/s, up to {args.queries} sampled user queries "
+          f"(one batch, this machine):")
     print(format_sweep(rows, exact_qps))
     if best is not None:
         saved = "saved into the index" if args.apply else "not saved (add --apply)"
