@@ -508,3 +508,13 @@ def test_gpu_refuses_hnsw_when_asked_and_falls_back_on_auto():
     with pytest.raises(ValueError, match="no GPU implementation"):
         FaissIndex(16, "HNSW16", use_gpu="yes")
     assert not FaissIndex(16, "HNSW16", use_gpu="auto").on_gpu
+
+
+def test_too_few_ivf_results_pad_with_minus_one_and_minus_inf():
+    rng = np.random.default_rng(16)
+    x = _clustered(rng, 2000, 16, centres=20)
+    idx = FaissIndex(16, "IVF64,Flat", use_gpu="no", nprobe=1)
+    idx.add(x, np.arange(2000))
+    scores, ids = idx.search(x[:5], 1500)  # one list holds far fewer than 1500 items
+    assert (ids == -1).any()
+    assert np.isneginf(scores[ids == -1]).all() and np.isfinite(scores[ids >= 0]).all()

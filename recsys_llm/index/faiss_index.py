@@ -294,6 +294,8 @@ class FaissIndex(InProcessIndex):
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.tombstones:
             scores, ids = self._search_index(k).search(queries, k)
+            if (ids < 0).any():  # too few results (e.g. small nprobe): FAISS pads with -FLT_MAX; we use -inf
+                scores[ids < 0] = -np.inf
             return scores, ids
         params = None
         dead = self._slots < 0
@@ -305,6 +307,7 @@ class FaissIndex(InProcessIndex):
             params.efSearch = self.ef_search or self._hnsw.hnsw.efSearch
             params.sel = faiss.IDSelectorBitmap(len(dead), faiss.swig_ptr(self._live_bits))
         scores, pos = self._cpu.search(queries, k, params=params)
+        scores[pos < 0] = -np.inf
         return scores, np.where(pos >= 0, self._slots[np.clip(pos, 0, None)], -1)
 
     def compact(self) -> None:
