@@ -297,7 +297,7 @@ def build_index(run_dir: str | Path) -> dict:
         The saved ``index.json`` content.
     """
     from recsys_llm.index.choose import index_from_config
-    from recsys_llm.index.tuning import exact_neighbours, search_param, sweep, tune
+    from recsys_llm.index.tuning import exact_neighbours, pick, search_param, sweep, use
 
     run = RunDir(Path(run_dir))
     cfg = run.load_config()
@@ -312,12 +312,13 @@ def build_index(run_dir: str | Path) -> dict:
         q = _query_sample(user_emb, cfg.index.tune_queries, cfg.eval.seed)
         k = min(candidate_depth(cfg), len(ids))
         truth = exact_neighbours(vectors, ids, q, k)
+        rows = sweep(index, q, truth, k, stop_at=cfg.index.target_recall)  # stops at the first hit
         try:
-            row = tune(index, q, truth, k=k, target=cfg.index.target_recall)
-        except ValueError as e:
-            logger.warning("%s; keeping the largest setting", e)
-            row = max(sweep(index, q, truth, k), key=lambda r: r.recall)
-            index.set_search_params(**{param: row.value})
+            row = pick(rows, cfg.index.target_recall)
+        except ValueError as e:  # unreachable: the sweep went through every value; keep the best
+            logger.warning("%s; keeping the best setting measured", e)
+            row = max(rows, key=lambda r: r.recall)
+        use(index, row)
         tuned = {"param": param, "value": row.value, f"recall@{k}": round(row.recall, 4),
                  "queries": len(q), "target": cfg.index.target_recall}
         logger.info("tuned %s=%s: recall@%d %.4f vs exact", param, row.value, k, row.recall)
@@ -349,7 +350,7 @@ def evaluate_index(run_dir: str | Path, k: int = 10, n_queries: int = 1000, targ
         queries/s on the same queries, and the picked row (None without ``target``).
     """
     from recsys_llm.index.exact import ExactIndex
-    from recsys_llm.index.tuning import sweep, timed_search, tune
+    from recsys_llm.index.tuning import pick, sweep, timed_search, use
 
     run = RunDir(Path(run_dir))
     cfg = run.load_config()
@@ -366,12 +367,13 @@ def evaluate_index(run_dir: str | Path, k: int = 10, n_queries: int = 1000, targ
     q = _query_sample(user_emb, n_queries, cfg.eval.seed)
     k = min(k, len(held))
     truth, exact_qps = timed_search(exact, q, k)
+    rows = sweep(index, q, truth, k)  # one sweep serves the table and the pick
     best = None
     if target is not None:
-        best = tune(index, q, truth, k=k, target=target)
+        best = pick(rows, target)
+        use(index, best)
         if apply:
             index.save(run.index)
-    rows = sweep(index, q, truth, k)
     return rows, exact_qps, best
 
 

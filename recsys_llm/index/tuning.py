@@ -121,6 +121,32 @@ def sweep(index: VectorIndex, queries, truth: np.ndarray, k: int = 10, values: l
     return rows
 
 
+def _check_target(target: float) -> None:
+    if not 0 < target <= 1:
+        raise ValueError(f"target={target}: a recall between 0 and 1")
+
+
+def pick(rows: list[SweepRow], target: float) -> SweepRow:
+    """The first (smallest) setting of a sweep whose recall reaches ``target``.
+
+    Raises:
+        ValueError: ``target`` outside (0, 1], or no row reaches it (the message gives the best recall).
+    """
+    _check_target(target)
+    hit = next((r for r in rows if r.recall >= target), None)
+    if hit is None:
+        best = max(rows, key=lambda r: r.recall)
+        raise ValueError(f"recall@{best.k} {best.recall:.4f} at {best.setting} (the most this index searches) "
+                         f"is below the target {target}; use a finer index (more bytes per vector) or a lower "
+                         "target")
+    return hit
+
+
+def use(index: VectorIndex, row: SweepRow) -> None:
+    """Set the search parameter of ``row`` on ``index`` (save the index to keep it)."""
+    _set(index, row.param, row.value)
+
+
 def tune(index: VectorIndex, queries, truth: np.ndarray, k: int = 10, target: float = 0.95,
          repeats: int = 1) -> SweepRow:
     """Set the smallest search parameter whose recall@k reaches ``target`` and return its measurement.
@@ -128,14 +154,9 @@ def tune(index: VectorIndex, queries, truth: np.ndarray, k: int = 10, target: fl
     Raises:
         ValueError: ``target`` outside (0, 1], or unreachable (the message gives the best recall measured).
     """
-    if not 0 < target <= 1:
-        raise ValueError(f"target={target}: a recall between 0 and 1")
-    rows = sweep(index, queries, truth, k, stop_at=target, repeats=repeats)
-    best = rows[-1]
-    if best.recall < target:
-        raise ValueError(f"recall@{k} {best.recall:.4f} at {best.setting} (the most this index searches) is "
-                         f"below the target {target}; use a finer index (more bytes per vector) or a lower target")
-    _set(index, best.param, best.value)
+    _check_target(target)
+    best = pick(sweep(index, queries, truth, k, stop_at=target, repeats=repeats), target)
+    use(index, best)
     return best
 
 
