@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 RECIPES = {
     "ml100k": ["ml100k_loo", "ml100k_temporal"],
     "ml100k-rerank": ["ml100k_rerank"],
+    "coldstart": ["ml100k_coldstart", "ml_latest_small_coldstart"],
     "ml-latest-small": ["ml_latest_small_loo", "ml_latest_small_temporal"],
 }
 COLUMNS = ("NDCG@10", "Recall@10", "MRR@10", "Recall@50", "users")

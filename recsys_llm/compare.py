@@ -51,7 +51,11 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 BASELINE_NAMES = {"random": "random", "popularity": "most popular", "itemknn": "ItemKNN", "ease": "EASE",
                   "bm25": "BM25 (item text)", "zeroshot": MODEL_NAMES["zeroshot"]}
-OURS = ("retrieval", "rerank")
+OURS = ("retrieval", "rerank", "pooling", "hybrid", "hybrid_cf")
+PAIRS = (("rerank", "retrieval"), ("hybrid", "retrieval"), ("hybrid", "pooling"), ("pooling", "retrieval"),
+         ("hybrid", "hybrid_cf"), ("hybrid", "ease"), ("hybrid", "bm25"), ("retrieval", "bm25"))
+"""Explicit paired comparisons beyond "each of ours vs the best baseline": what reranking, the hybrid and
+the pooled user add over text retrieval, and the hybrid / text model vs the ID-only and BM25 baselines."""
 CHUNK = 1024
 
 
@@ -74,6 +78,19 @@ def score_functions(ctx: Context) -> dict[str, ScoreFn]:
             items, users_emb, meta = load_embeddings(ctx.run, zero_shot=zero_shot)
             check_embeddings(ctx, items, users_emb, meta)
             fns[key] = (lambda users, i=items, u=users_emb: u[users] @ i.T)  # (b, n_items)
+    if (ctx.run.hybrid / "hybrid.json").exists() and ctx.run.embeddings().exists():
+        from recsys_llm.encoder.user_pooling import encode_histories
+        from recsys_llm.pipeline import load_hybrid
+
+        hybrid, pool = load_hybrid(ctx.run)
+        items, text_users, _ = load_embeddings(ctx.run)
+        pooled = encode_histories(pool, items, query_hist)  # (n_users, d)
+        dense_users = pooled if hybrid.user_model == "pooling" else text_users
+        fns["pooling"] = (lambda users: pooled[users] @ items.T)
+        if hybrid.cf is not None:  # the hybrid's collaborative part alone: the ID-only model at its best
+            fns["hybrid_cf"] = (lambda users: hybrid.cf.score([query_hist[u] for u in users], ctx.split.n_items,
+                                                              halflife=hybrid.halflife))
+        fns["hybrid"] = (lambda users: hybrid.score(dense_users[users] @ items.T, [query_hist[u] for u in users]))
     return fns
 
 
@@ -104,7 +121,7 @@ def tie_order(n_items: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, n_items]).permutation(n_items).astype(np.int64)
 
 
-def _rank_full(fn: ScoreFn, users: np.ndarray, seen: list, k: int, cand: np.ndarray | None,
+def rank_full(fn: ScoreFn, users: np.ndarray, seen: list, k: int, cand: np.ndarray | None,
                perm: np.ndarray) -> np.ndarray:
     """Full ranking with ties broken in ``perm`` order: rank columns permuted by ``perm``, map ids back."""
     inv = np.argsort(perm)  # item id -> position in perm
@@ -198,7 +215,7 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
         else:
             for key, fn in fns.items():
                 if key != "retrieval":
-                    ranked[key] = _rank_full(fn, users, seen, kmax, cand, perm)
+                    ranked[key] = rank_full(fn, users, seen, kmax, cand, perm)
             for key, folder in (("retrieval", ctx.run.candidates), ("rerank", ctx.run.ranked)):
                 r = _from_file(folder / f"{slice_name}.npz", users, kmax, ctx.split.n_items)
                 if r is not None:
@@ -243,8 +260,19 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
         "seeds": {"split": cfg.split.seed, "train": cfg.train.seed, "rerank": cfg.rerank.seed,
                   "eval": cfg.eval.seed},
     }
+    if not sampled and cfg.hybrid.few_shot and (ctx.run.hybrid / "hybrid.json").exists():
+        from recsys_llm.fewshot import few_shot_curves
+
+        t0 = time.perf_counter()
+        extra["few_shot"] = few_shot_curves(ctx, k=ks[0])
+        logger.info("few-shot curves in %.1f s", time.perf_counter() - t0)
     write_report(ctx.run.root, rows, config=cfg.to_dict(), data=ctx.ds.summary(), extra=extra)
     _plots(ctx.run.root / "plots", rows, curves, curve_ks, rec_pop, ks[0])
+    if any(extra.get("few_shot", {}).values()):
+        from recsys_llm import plots
+
+        plots.plot_few_shot(extra["few_shot"], f"NDCG@{ks[0]}", ctx.run.root / "plots" / "few_shot.png",
+                            models=list(dict.fromkeys(r.model for r in rows)))
     return rows
 
 
@@ -265,14 +293,23 @@ def _paired(per_user: dict[str, dict[str, np.ndarray]], slice_name: str, k: int,
             d = paired_bootstrap(per_user[ours][metric], per_user[best][metric], n_boot=cfg.eval.n_bootstrap,
                                  seed=cfg.eval.seed)
             out.append({"slice": slice_name, "model": _display(ours), "baseline": _display(best),
-                        "metric": metric, **d.to_dict()})
-    if "rerank" in per_user and "retrieval" in per_user:  # what the reranker adds, on the same candidates
+                        "metric": metric, **d.to_dict(), **_ratio(per_user[ours][metric], per_user[best][metric], cfg)})
+    for a, b in PAIRS:
+        if a not in per_user or b not in per_user or (b == best and a in OURS):
+            continue
         for metric in (f"NDCG@{k}", f"Recall@{k}"):
-            d = paired_bootstrap(per_user["rerank"][metric], per_user["retrieval"][metric],
-                                 n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed)
-            out.append({"slice": slice_name, "model": _display("rerank"), "baseline": _display("retrieval"),
-                        "metric": metric, **d.to_dict()})
+            d = paired_bootstrap(per_user[a][metric], per_user[b][metric], n_boot=cfg.eval.n_bootstrap,
+                                 seed=cfg.eval.seed)
+            out.append({"slice": slice_name, "model": _display(a), "baseline": _display(b),
+                        "metric": metric, **d.to_dict(), **_ratio(per_user[a][metric], per_user[b][metric], cfg)})
     return out
+
+
+def _ratio(a: np.ndarray, b: np.ndarray, cfg) -> dict[str, float]:
+    from recsys_llm.stats import paired_ratio
+
+    r = paired_ratio(a, b, n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed)
+    return {"ratio": r.mean, "ratio_low": r.low, "ratio_high": r.high}
 
 
 def _rerank_sweep(ctx: Context, slice_name: str, users: np.ndarray, tg: list, ks: list[int],

@@ -344,6 +344,53 @@ class EvalConfig:
 
 
 @dataclass
+class HybridConfig:
+    enabled: bool = field(default=True, metadata=_help(
+        "Fit the user-pooling model and the collaborative fusion after `embed` (`recsys-llm hybrid`)."))
+    user_model: str = field(default="auto", metadata=_help(
+        "User representation of the hybrid and of new users: text (history rendered and encoded), pooling "
+        "(learned pooling over the history's item embeddings), or auto (the better on validation users)."))
+    cf_model: str = field(default="ease", metadata=_help(
+        "Collaborative source fused with dense retrieval: ease, itemknn, or none (text only)."))
+    fusion: str = field(default="weighted", metadata=_help(
+        "weighted: (1-w) z(dense) + w z(collaborative), z-scored per user over the catalog; rrf: reciprocal-"
+        "rank fusion with the same weight on the collaborative ranks."))
+    weights: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+                                 metadata=_help("Fusion weights tried on validation users; the best is kept."))
+    cf_halflives: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0, 40.0], metadata=_help(
+        "Recency half-lives (in items) tried on validation for the collaborative query: the item a positions "
+        "before the most recent counts 0.5^(a/h); 0 = every item counts 1 (classic EASE/ItemKNN query)."))
+    cf_confidence: float = field(default=10.0, metadata=_help(
+        "Per-item shrinkage of the collaborative weight: w * n_i / (n_i + c) for an item with n_i training "
+        "interactions, so items nobody (or few) touched are scored by their text (0 = no shrinkage)."))
+    valid_users: int = field(default=0, metadata=_help("Validation users for the choices (0 = all)."))
+    pooling_steps: int = field(default=400, metadata=_help("Optimizer steps of the user-pooling model."))
+    pooling_batch_size: int = field(default=256, metadata=_help("(history prefix, next item) pairs per step."))
+    pooling_lr: float = field(default=3e-3, metadata=_help("AdamW learning rate of the user-pooling model."))
+    pooling_max_items: int = field(default=50, metadata=_help("Most recent history items the pooling sees."))
+    few_shot: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 5, 10, 20], metadata=_help(
+        "Few-shot curve points: known interactions of each cold item (0 = description only) and of each "
+        "user (0 is skipped on the user side: no user text)."))
+    seed: int = field(default=0, metadata=_help("Seed."))
+
+    def __post_init__(self) -> None:
+        _check_choice("hybrid", "user_model", self.user_model, ("auto", "text", "pooling"))
+        _check_choice("hybrid", "cf_model", self.cf_model, ("ease", "itemknn", "none"))
+        _check_choice("hybrid", "fusion", self.fusion, ("weighted", "rrf"))
+        _check(len(self.weights) > 0 and all(0.0 <= w <= 1.0 for w in self.weights), "hybrid", "weights",
+               self.weights, "need weights in [0, 1]")
+        _check(len(self.cf_halflives) > 0 and all(h >= 0 for h in self.cf_halflives), "hybrid", "cf_halflives",
+               self.cf_halflives, "need half-lives >= 0 (0 = no recency weighting)")
+        _check(self.cf_confidence >= 0, "hybrid", "cf_confidence", self.cf_confidence, "must be >= 0")
+        for name in ("valid_users", "pooling_steps"):
+            _check(getattr(self, name) >= 0, "hybrid", name, getattr(self, name), "must be >= 0")
+        for name in ("pooling_batch_size", "pooling_max_items"):
+            _check(getattr(self, name) >= 1, "hybrid", name, getattr(self, name), "must be >= 1")
+        _check(self.pooling_lr > 0, "hybrid", "pooling_lr", self.pooling_lr, "must be > 0")
+        _check(all(n >= 0 for n in self.few_shot), "hybrid", "few_shot", self.few_shot, "counts must be >= 0")
+
+
+@dataclass
 class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -352,6 +399,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:

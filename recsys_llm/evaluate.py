@@ -305,6 +305,10 @@ def _fmt(value: Any, missing: str) -> str:
     return f"{float(value):.4f}"
 
 
+def _fmt2(value: Any) -> str:
+    return "nan" if value is None or _isnan(value) else f"{float(value):.2f}"
+
+
 def _markdown(rows: list[ResultRow], report: dict[str, Any]) -> str:
     data = report.get("data", {})
     lines = ["# recsys-llm evaluation report", ""]
@@ -316,10 +320,13 @@ def _markdown(rows: list[ResultRow], report: dict[str, Any]) -> str:
     if report.get("paired"):
         lines += ["## Paired comparisons: fine-tuned models vs the best baseline, reranked vs retrieval only "
                   "(paired bootstrap over users)", "",
-                  "| slice | model | baseline | metric | difference | 95% interval | p |", "|---|---|---|---|---:|---|---:|"]
+                  "| slice | model | baseline | metric | difference | 95% interval | p | ratio (95% interval) |",
+                  "|---|---|---|---|---:|---|---:|---:|"]
         for p in report["paired"]:
+            ratio = (f"{_fmt2(p['ratio'])}x ({_fmt2(p.get('ratio_low'))}–{_fmt2(p.get('ratio_high'))})"
+                     if p.get("ratio") is not None else "")
             lines.append(f"| {p['slice']} | {p['model']} | {p['baseline']} | {p['metric']} | {p['diff']:+.4f} | "
-                         f"[{_fmt(p['low'], 'nan')}, {_fmt(p['high'], 'nan')}] | {_fmt(p['p_value'], 'nan')} |")
+                         f"[{_fmt(p['low'], 'nan')}, {_fmt(p['high'], 'nan')}] | {_fmt(p['p_value'], 'nan')} | {ratio} |")
         lines.append("")
     if report.get("rerank_sweep"):
         lines += ["## Reranking vs retrieval only, by rerank depth and fusion weight (same candidates)", "",
@@ -332,6 +339,22 @@ def _markdown(rows: list[ResultRow], report: dict[str, Any]) -> str:
             g = r[f"{metric} gain"]
             lines.append(f"| {r['slice']} | {r['depth']}{'*' if r['headline'] else ''} | {r['weight']:.2f} | "
                          f"{r[metric]:.4f} | {g['diff']:+.4f} | [{_fmt(g['low'], 'nan')}, {_fmt(g['high'], 'nan')}] |")
+        lines.append("")
+    for side, text in (("item", "cold items with n interactions revealed (0 = description only); ranked among the "
+                                 "cold items; the same targets at every n"),
+                       ("user", "test users with only their n most recent items known; full ranking, full known "
+                                "history filtered; n <= 3 is the cold-user regime")):
+        fs = (report.get("few_shot") or {}).get(side)
+        if not fs:
+            continue
+        metric = next(iter(next(iter(fs["models"].values()))))
+        lines += [f"## Few-shot, {side} side: {metric} by known interactions", "",
+                  f"{text} ({fs['users']} users). 95% bootstrap intervals in brackets; plot: plots/few_shot.png.", "",
+                  "| model | " + " | ".join(f"n={c}" for c in fs["counts"]) + " |",
+                  "|---|" + "---:|" * len(fs["counts"])]
+        for model, v in fs["models"].items():
+            cells = [f"{m:.4f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(v[metric], v["low"], v["high"], strict=True)]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
     if report.get("wall_time_s") is not None:
         lines += [f"Wall time of the run's stages: {report['wall_time_s']} s; git commit "

@@ -51,6 +51,9 @@ MODEL_NAMES = {
     "zeroshot": "zero-shot backbone",
     "retrieval": "fine-tuned retrieval",
     "rerank": "fine-tuned + rerank",
+    "pooling": "fine-tuned, pooled user",
+    "hybrid": "hybrid (text + collaborative)",
+    "hybrid_cf": "ID only (hybrid's collaborative part)",
 }
 
 
@@ -74,6 +77,7 @@ class RunDir:
     candidates = property(lambda self: self.root / "candidates")
     ranked = property(lambda self: self.root / "ranked")
     coldstart = property(lambda self: self.root / "coldstart")  # items added/updated/retired after prepare
+    hybrid = property(lambda self: self.root / "hybrid")  # user-pooling model + collaborative fusion
     timings = property(lambda self: self.root / "timings.json")
 
     def embeddings(self, zero_shot: bool = False) -> Path:
@@ -542,6 +546,90 @@ def train_reranker(run_dir: str | Path) -> None:
                     depth, weight, best, sel["val_retrieval_ndcg@10"])
 
 
+@_timed("hybrid")
+def fit_hybrid(run_dir: str | Path) -> dict:
+    """Fit the user-pooling model and the collaborative fusion; choose both on validation users.
+
+    Validation: each user's validation item, ranked over the catalog from their training history (training
+    items filtered). Steps: (1) the pooling user model (:mod:`recsys_llm.encoder.user_pooling`) trains on
+    training-history prefixes over the frozen fine-tuned item embeddings; (2) validation users are
+    represented both ways, as text (history rendered and encoded) and pooled; (3) the collaborative model
+    (``hybrid.cf_model``) is fitted on the training interactions; (4) for each user representation the fusion
+    weight is chosen from ``hybrid.weights`` by validation NDCG@10 (:func:`recsys_llm.hybrid.select_weight`);
+    ``hybrid.user_model=auto`` keeps the representation whose best fused NDCG@10 is higher. The recency
+    half-life of the collaborative query is chosen the same way from ``hybrid.cf_halflives``. Writes
+    ``<run>/hybrid/`` (``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*``).
+
+    Returns:
+        The ``hybrid.json`` record.
+    """
+    from recsys_llm.encoder.user_pooling import encode_histories, fit_pooling
+    from recsys_llm.hybrid import HybridModel, fit_collaborative, item_trust, select_weight
+
+    ctx = Context.load(run_dir)
+    cfg, hc, split = ctx.cfg, ctx.cfg.hybrid, ctx.split
+    item_emb, _, meta = load_embeddings(ctx.run)
+    train_hist = histories(split.train, split.n_users)
+    tg = targets(split.valid, split.n_users)
+    vusers = np.array([u for u, t in enumerate(tg) if len(t) and len(train_hist[u])], dtype=np.int64)
+    if hc.valid_users and len(vusers) > hc.valid_users:
+        vusers = np.sort(np.random.default_rng(hc.seed).choice(vusers, hc.valid_users, replace=False))
+    if len(vusers) == 0:
+        raise ValueError(f"{ctx.run.splits}: no user has both training and validation interactions, so the "
+                         "hybrid cannot be validated; use a leave_last_out split or set hybrid.enabled=false")
+    vhist, vtg = [train_hist[u] for u in vusers], [tg[u] for u in vusers]
+    warm_items = np.unique(split.train["item"].to_numpy(dtype=np.int64))
+    pool, pool_info = fit_pooling(item_emb, train_hist, steps=hc.pooling_steps, batch_size=hc.pooling_batch_size,
+                                  lr=hc.pooling_lr, max_items=hc.pooling_max_items, seed=hc.seed,
+                                  allowed_items=warm_items, device="cpu", valid=(vhist, vtg))
+    pool.save(ctx.run.hybrid, metadata={"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]})
+    encoder = load_encoder(ctx.run, cfg.train.device)
+    vtexts = [history_text(h, ctx.titles, cfg.text.user_max_items) for h in vhist]
+    users_by = {"text": encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False),
+                "pooling": encode_histories(pool, item_emb, vhist)}
+    cf = None if hc.cf_model == "none" else fit_collaborative(hc.cf_model, split.train, split.n_users, split.n_items)
+    halflives = [0.0] if cf is None else sorted({float(h) for h in hc.cf_halflives})
+    trust = np.zeros(split.n_items, np.float32) if cf is None else item_trust(cf.counts, hc.cf_confidence, split.n_items)
+    grids: dict[str, dict[str, dict[float, float]]] = {}  # user model -> half-life -> weight -> NDCG@10
+    best: dict[str, tuple[float, float, float]] = {}  # user model -> (NDCG@10, half-life, weight)
+    for name, u in users_by.items():
+        dense = u @ item_emb.T  # (users, items)
+        grids[name] = {}
+        for hl in halflives:
+            collab = dense if cf is None else cf.score(vhist, halflife=hl)
+            w, grid = select_weight(dense, collab, trust, vtg, vhist, [0.0] if cf is None else hc.weights, hc.fusion)
+            grids[name][str(hl)] = grid
+            if name not in best or grid[w] > best[name][0]:
+                best[name] = (grid[w], hl, w)
+    user_model = hc.user_model if hc.user_model != "auto" else max(best, key=lambda n: best[n][0])
+    score, halflife, weight = best[user_model]
+    info = {"valid_users": len(vusers), "chosen_by": "config" if hc.user_model != "auto" else "validation",
+            "valid_ndcg@10": {n: {hl: {str(w): v for w, v in g.items()} for hl, g in by_hl.items()}
+                              for n, by_hl in grids.items()},
+            "best": {n: {"ndcg@10": b[0], "halflife": b[1], "weight": b[2]} for n, b in best.items()},
+            "pooling": pool_info, "embeddings": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]}
+    model = HybridModel(cf, weight, hc.cf_confidence, hc.fusion, user_model, halflife, info)
+    model.save(ctx.run.hybrid)
+    text_only = grids[user_model][str(halflives[0])].get(0.0, float("nan"))
+    cf_only = grids[user_model][str(halflives[0])].get(1.0, float("nan"))
+    logger.info("hybrid: %s users, %s weight %.2f, half-life %g (validation NDCG@10 %.4f; text only %.4f, %s "
+                "only %.4f)", user_model, hc.cf_model, weight, halflife, score, text_only, hc.cf_model, cf_only)
+    return load_json(ctx.run.hybrid / "hybrid.json")
+
+
+def load_hybrid(run: RunDir):
+    """(HybridModel, PoolingUserModel) of a run, checked against its current embeddings."""
+    from recsys_llm.encoder.user_pooling import PoolingUserModel
+    from recsys_llm.hybrid import HybridModel
+
+    model = HybridModel.load(run.require(run.hybrid, "hybrid"))
+    meta = load_json(run.embeddings() / "embeddings.json")
+    if model.info.get("embeddings") != meta["encoder"] or model.info.get("data_fingerprint") != meta["data_fingerprint"]:
+        raise ValueError(f"{run.hybrid} was fitted on other embeddings than {run.embeddings()}; rerun "
+                         f"`recsys-llm hybrid --run-dir {run.root}`")
+    return model, PoolingUserModel.load(run.hybrid)
+
+
 def rerank_setting(run: RunDir, cfg: PipelineConfig) -> tuple[int, float]:
     """(depth, fusion weight) ``rerank apply`` uses: chosen on validation when ``select_on_valid``."""
     sel = run.reranker / "selection.json"
@@ -597,6 +685,8 @@ def run_all(cfg: PipelineConfig, run_dir: str | Path) -> list:
     embed(run_dir)
     build_index(run_dir)
     retrieve_candidates(run_dir)
+    if cfg.hybrid.enabled:
+        fit_hybrid(run_dir)
     if cfg.rerank.enabled:
         train_reranker(run_dir)
         rerank(run_dir)

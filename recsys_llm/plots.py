@@ -221,3 +221,50 @@ def plot_popularity_histogram(rec_popularity: Mapping[str, np.ndarray], path: st
     if order:
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_few_shot(curves: Mapping[str, Any], metric: str, path: str | Path, models: Sequence[str] | None = None
+                  ) -> Path:
+    """Few-shot curves: ``metric`` against the number of known interactions, one subplot per side.
+
+    Args:
+        curves: ``{"item": side, "user": side}`` (a side may be None), each side ``{"counts": [...], "models":
+            {model: {metric: [...], "low": [...], "high": [...]}}}`` (:func:`recsys_llm.fewshot.few_shot_curves`).
+        metric: e.g. ``"NDCG@10"``.
+        path: the PNG to write.
+        models: colour order; default the models in the curves.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    sides = [(name, s) for name, s in curves.items() if s]
+    if not sides:
+        raise ValueError("no few-shot curve to plot")
+    present = list(dict.fromkeys(m for _, s in sides for m in s["models"]))
+    order = _model_order(present, [m for m in (models or present) if m in present])
+    colors = _colors(order)
+    fig = _figure(figsize=(5.0 * len(sides), 3.9), layout="constrained")
+    axes = fig.subplots(1, len(sides), squeeze=False)[0]
+    labels = {"item": "known interactions of each cold item (0 = description only)",
+              "user": "known interactions of each user (most recent kept)"}
+    for ax, (name, side) in zip(axes, sides, strict=True):
+        x = np.asarray(side["counts"], dtype=np.float64)
+        for m in order:
+            if m not in side["models"]:
+                continue
+            v = side["models"][m]
+            ax.plot(x, np.asarray(v[metric], dtype=np.float64), color=colors[m], marker="o", markersize=3,
+                    linewidth=1.5, label=m)
+            ax.fill_between(x, np.asarray(v["low"], dtype=np.float64), np.asarray(v["high"], dtype=np.float64),
+                            color=colors[m], alpha=0.12, linewidth=0)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(x, [str(int(c)) for c in x])
+        ax.set_title(f"{name} side")
+        ax.set_xlabel(labels.get(name, "known interactions"))
+        ax.set_ylabel(f"{metric} (95% interval)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", fontsize=8)
+    fig.suptitle(f"{metric} against known interactions")
+    return _save(fig, path)

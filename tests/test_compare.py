@@ -70,16 +70,16 @@ def test_candidates_for_another_catalog_are_refused(run_copy):
 
 def test_ties_are_not_broken_by_item_id():
     """A model scoring every item 0 must look like chance, even when the targets are the lowest ids."""
-    from recsys_llm.compare import _rank_full, tie_order
+    from recsys_llm.compare import rank_full, tie_order
 
     n_items, users = 200, np.arange(300)
-    ranked = _rank_full(lambda b: np.zeros((len(b), n_items), np.float32), users, [np.array([], int)] * 300,
+    ranked = rank_full(lambda b: np.zeros((len(b), n_items), np.float32), users, [np.array([], int)] * 300,
                         10, None, tie_order(n_items, seed=0))
     hit_rate = np.mean((ranked == 0).any(axis=1))  # every user's target: item 0
     assert hit_rate == 0.0 or hit_rate == 1.0  # one fixed order for everybody
     assert not (ranked[:, 0] == 0).all() or tie_order(n_items, 0)[0] == 0
     assert sorted(ranked[0].tolist()) != list(range(10))  # not the ten lowest ids
     cand = np.arange(100, 200)
-    r2 = _rank_full(lambda b: np.zeros((len(b), n_items), np.float32), users[:2], [np.array([150])] * 2, 10,
+    r2 = rank_full(lambda b: np.zeros((len(b), n_items), np.float32), users[:2], [np.array([150])] * 2, 10,
                     cand, tie_order(n_items, seed=0))
     assert set(r2.ravel().tolist()) <= set(range(100, 200)) - {150}

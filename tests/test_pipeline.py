@@ -27,7 +27,8 @@ def test_report_has_every_model_and_baseline_with_intervals(tiny_run):
     report = json.loads((tiny_run / "report.json").read_text())
     got = {(r["model"], r["slice"]) for r in report["rows"]}
     models = {"random", "most popular", "ItemKNN", "EASE", "BM25 (item text)", "zero-shot backbone",
-              "fine-tuned retrieval", "fine-tuned + rerank"}
+              "fine-tuned retrieval", "fine-tuned + rerank", "fine-tuned, pooled user", "hybrid (text + collaborative)",
+              "ID only (hybrid's collaborative part)"}
     slices = {r["slice"] for r in report["rows"]}
     assert {"warm", "cold-item"} <= slices <= {"warm", "cold-item", "cold-user"}
     assert got == {(m, s) for m in models for s in slices}
@@ -70,7 +71,9 @@ def test_report_sweeps_rerank_depth_and_fusion_against_retrieval(tiny_run):
             assert r["NDCG@10"] == pytest.approx(rows[("fine-tuned + rerank", r["slice"])]["NDCG@10"], abs=1e-9)
     assert sum(r["headline"] for r in sweep) == len(slices)
     paired = [p for p in report["paired"] if p["baseline"] == "fine-tuned retrieval"]
-    assert {p["slice"] for p in paired} == slices and {p["model"] for p in paired} == {"fine-tuned + rerank"}
+    assert {p["slice"] for p in paired} == slices
+    assert {p["model"] for p in paired} == {"fine-tuned + rerank", "fine-tuned, pooled user",
+                                            "hybrid (text + collaborative)"}
     assert "by rerank depth and fusion weight" in (tiny_run / "report.md").read_text()
     with np.load(tiny_run / "ranked" / "warm.scores.npz") as z:
         assert np.isfinite(z["rerank"][:, :6][z["ids"][:, :6] >= 0]).all() and np.isnan(z["rerank"][:, 6:]).all()

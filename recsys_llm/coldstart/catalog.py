@@ -1,0 +1,380 @@
+"""Description-only mode: a catalog with no interactions at all still gets item-to-item and text-to-item
+recommendations.
+
+* :func:`build_catalog`: items file (``item_id``, ``title``, optional ``description``, ``genres``, ``tags``)
+  -> a run directory without interactions: ``config.json``, ``data/`` (the canonical catalog, an empty
+  interaction table), ``text/items.jsonl``, ``embeddings/`` (item vectors; ``user_emb.npy`` is ``(0, dim)``)
+  and ``index/``, the same artifacts and metadata as a trained run, so ``recsys-llm index stats | build |
+  evaluate`` work on it too. Items are embedded by the untuned backbone ``cfg.encoder`` (zero-shot), or by
+  the fine-tuned encoder of another run (``encoder_run``; copied into ``<run>/encoder/`` so the run stands
+  alone). The whole run is written to a temporary folder and renamed into place: a failed build leaves
+  nothing, and rebuilding an existing catalog run replaces it only once the new one is complete.
+* :func:`similar_items`: item-to-item, the item's own vector searched in the index (the item excluded).
+* :func:`search_text`: text-to-item, free text encoded as a user/query by the run's encoder.
+
+Both query functions serve a description-only run and a normal trained run alike (items added by
+``coldstart add-items`` included, retired items never returned).
+
+Item template: with the default ``text.item_template`` the template that renders the most of the file's
+text columns is used (``title_description`` for ``item_id,title,description``) and written to the run's
+config; a template set explicitly is kept, and a column it renders that the file lacks is an error.
+
+CLI::
+
+    recsys-llm coldstart catalog --items products.csv --run-dir runs/shop
+    recsys-llm coldstart catalog --items products.csv --run-dir runs/shop --encoder-run runs/demo
+    recsys-llm coldstart catalog --items products.csv --run-dir runs/shop --set index.factory=HNSW32
+    recsys-llm coldstart similar --item sku-42 -k 5 --run-dir runs/shop
+    recsys-llm coldstart search --text "a waterproof jacket for hiking" --run-dir runs/shop
+
+Example:
+    >>> summary = build_catalog("products.csv", "runs/shop")          # doctest: +SKIP
+    >>> similar_items("runs/shop", "sku-42", k=5)                      # doctest: +SKIP
+    >>> search_text("runs/shop", "a waterproof jacket for hiking")    # doctest: +SKIP
+       rank item_id                 title     score
+    0     1  sku-17  Storm shell jacket  0.61...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys_llm.coldstart.items import full_catalog
+from recsys_llm.config import PipelineConfig, TextConfig
+from recsys_llm.data.ids import IdMap
+from recsys_llm.data.io import (
+    DataError,
+    _BadRows,
+    _blank,
+    _build_catalog,
+    _Check,
+    _existing,
+    _missing_column,
+    _read_any,
+    _Table,
+)
+from recsys_llm.data.schema import INTERACTION_COLUMNS, Dataset
+from recsys_llm.io_utils import atomic_dir, atomic_save_npy, atomic_write_json, load_json
+from recsys_llm.pipeline import (
+    RunDir,
+    _encoder_identity,
+    _write_jsonl,
+    candidate_depth,
+    item_vectors,
+    load_embeddings,
+    load_encoder,
+    load_run_index,
+)
+from recsys_llm.text.templates import ITEM_TEMPLATES, item_texts
+
+logger = logging.getLogger(__name__)
+
+_ENCODER_KEYS = ("backbone", "adapter_sha256", "pooling", "dim")  # what makes two encoders' vectors equal
+
+
+# ------------------------------------------------------------------------------------------------- build
+def _read_catalog(items: pd.DataFrame | str | Path, on_bad_rows: str) -> tuple[pd.DataFrame, str]:
+    """Items (frame or csv/tsv/jsonl/parquet file) -> canonical catalog (``item`` = 0..n-1) and its source name.
+
+    The checks are the data loader's: file, row and column named; ``on_bad_rows='drop'`` drops bad rows.
+    """
+    problems = _BadRows(on_bad_rows)
+    if isinstance(items, pd.DataFrame):
+        source = "items (DataFrame)"
+        table = _Table(items.reset_index(drop=True), source, np.arange(1, len(items) + 1, dtype=np.int64))
+        if len(table) == 0:
+            raise DataError(f"{source}: no rows; a catalog needs at least one item")
+    else:
+        table = _read_any(_existing(Path(items), "items file"), problems)
+        source = table.file
+    for col in ("item_id", "title"):
+        if col not in table.frame.columns:
+            raise _missing_column(table, col)
+    if "item" in table.frame.columns:
+        raise DataError(f"{source}: column 'item' is reserved for the internal item index; rename it")
+    empty = _Check("empty_title", "title", _blank(table.frame["title"]),
+                   lambda i: "title is empty; every item needs a title (it is embedded and shown in results)")
+    table, _ = problems.apply(table, [empty])
+    catalog = _build_catalog(table, problems).items  # empty and repeated ids
+    if catalog.empty:
+        raise DataError(f"{source}: no items left after dropping bad rows; fix the file")
+    return catalog, source
+
+
+def _pick_template(catalog: pd.DataFrame, configured: str, source: str) -> str:
+    """The configured template, or (when it is the default) the one rendering most of the catalog's columns."""
+    if configured not in ITEM_TEMPLATES:
+        raise ValueError(f"text.item_template={configured!r} is unknown; choose one of {', '.join(ITEM_TEMPLATES)}")
+    present = set(catalog.columns)
+    if configured != TextConfig().item_template:
+        absent = [c for _, c in ITEM_TEMPLATES[configured] if c not in present]
+        if absent:
+            raise ValueError(f"{source}: text.item_template={configured} renders column(s) {absent}, which the "
+                             f"items lack (columns: {list(catalog.columns)}); add them or choose a template "
+                             "without them (leave the default to pick one automatically)")
+        return configured
+
+    def fit(name: str) -> tuple[int, int]:
+        cols = [c for _, c in ITEM_TEMPLATES[name]]
+        return sum(c in present for c in cols), -len(cols)  # most columns rendered, then fewest parts
+
+    best = max(ITEM_TEMPLATES, key=fit)
+    if fit(best)[0] > fit(configured)[0]:
+        logger.info("%s: item template %s renders more of the items' columns than the default %s; using it",
+                    source, best, configured)
+    else:
+        best = configured
+    known = {c for parts in ITEM_TEMPLATES.values() for _, c in parts}
+    unused = [c for c in catalog.columns if c not in known | {"item", "item_id"}]
+    if unused:
+        logger.warning("%s: column(s) %s are in no item template and are not embedded (templates render %s)",
+                       source, unused, sorted(known))
+    return best
+
+
+def _encoder_folder(encoder_run: str | Path) -> Path:
+    """A run directory (its ``encoder/``) or an encoder folder itself."""
+    path = Path(encoder_run)
+    if (path / "encoder.json").is_file():
+        return path
+    return RunDir(path).require(RunDir(path).encoder, "finetune")
+
+
+def _replaceable(run: RunDir) -> None:
+    """A catalog may be (re)built into a new or empty folder, or over an earlier description-only run."""
+    root = run.root
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"{root}: exists and is not a folder; choose another --run-dir")
+    meta = run.embeddings() / "embeddings.json"
+    if any(root.iterdir()) and not (meta.is_file() and load_json(meta).get("catalog_only")):
+        raise ValueError(f"{root}: already holds files that are not a description-only catalog (a trained run?); "
+                         "building a catalog there would replace them. Choose a new --run-dir or delete it")
+
+
+def _check_backend(cfg: PipelineConfig) -> None:
+    if cfg.index.backend == "milvus":
+        raise ValueError("coldstart catalog writes its run atomically, which a Milvus store cannot follow; build "
+                         "it with index.backend=faiss or exact, then `recsys-llm index build --run-dir RUN --set "
+                         "index.backend=milvus`")
+
+
+def _catalog_index(cfg: PipelineConfig, vectors: np.ndarray, ids: np.ndarray):
+    """The configured index over the items; an approximate one is tuned with items as queries.
+
+    Returns:
+        ``(index, reason, tuned)`` as :func:`recsys_llm.pipeline.build_index` records them.
+    """
+    from recsys_llm.index.choose import index_from_config
+    from recsys_llm.index.tuning import exact_neighbours, pick, search_param, sweep, use
+
+    index, reason = index_from_config(cfg.index, vectors.shape[1], len(ids))
+    logger.info("index for %d items: %s", len(ids), reason)
+    index.add(vectors, ids)
+    tuned: dict[str, Any] = {}
+    param = search_param(index)[0]
+    if param and not (cfg.index.nprobe or cfg.index.ef_search):
+        rng = np.random.default_rng(cfg.eval.seed)  # no users here: item-to-item is what the catalog serves
+        q = vectors[np.sort(rng.choice(len(ids), min(cfg.index.tune_queries, len(ids)), replace=False))]
+        k = min(candidate_depth(cfg), len(ids))
+        rows = sweep(index, q, exact_neighbours(vectors, ids, q, k), k, stop_at=cfg.index.target_recall)
+        try:
+            row = pick(rows, cfg.index.target_recall)
+        except ValueError as e:
+            logger.warning("%s; keeping the best setting measured", e)
+            row = max(rows, key=lambda r: r.recall)
+        use(index, row)
+        tuned = {"param": param, "value": row.value, f"recall@{k}": round(row.recall, 4), "queries": len(q),
+                 "target": cfg.index.target_recall, "queries_from": "items"}
+    return index, reason, tuned
+
+
+def build_catalog(items: pd.DataFrame | str | Path, run_dir: str | Path, cfg: PipelineConfig | None = None,
+                  encoder_run: str | Path | None = None) -> dict:
+    """Embed and index a catalog that has no interactions, as a run directory (see the module doc).
+
+    Args:
+        items: a frame or a csv/tsv/jsonl/parquet file with ``item_id``, ``title`` and optional text columns.
+        run_dir: where the run goes: a new or empty folder, or an earlier description-only run (replaced).
+        cfg: settings (default :class:`PipelineConfig`); ``encoder``, ``text``, ``index``, ``train.device``
+            and ``data.on_bad_rows`` are used. Saved as the run's ``config.json``.
+        encoder_run: embed with this run's fine-tuned encoder (a run directory or its ``encoder/`` folder)
+            instead of the untuned ``cfg.encoder`` backbone.
+
+    Returns:
+        Summary: ``run_dir, n_items, dim, index, factory, choice, encoder, encoder_run, zero_shot,
+        item_template, seconds``.
+
+    Raises:
+        ValueError: bad items (missing column, empty, repeated ids, empty title: file, row and column
+            named), a template needing absent columns, a Milvus backend, or a run_dir holding another run.
+        FileNotFoundError: the items file or the encoder run's ``encoder/`` is missing.
+
+    Example:
+        >>> build_catalog("products.csv", "runs/shop")["n_items"]  # doctest: +SKIP
+        1250
+    """
+    from recsys_llm.encoder.model import TwoTowerEncoder
+
+    t0 = time.perf_counter()
+    cfg = cfg or PipelineConfig()
+    run = RunDir(Path(run_dir))
+    _replaceable(run)
+    _check_backend(cfg)
+    catalog, source = _read_catalog(items, cfg.data.on_bad_rows)
+    template = _pick_template(catalog, cfg.text.item_template, source)
+    if encoder_run is None:
+        encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=False, device=cfg.train.device)
+    else:
+        encoder = TwoTowerEncoder.load(_encoder_folder(encoder_run), device=cfg.train.device)
+    cfg = dataclasses.replace(cfg, encoder=encoder.config,
+                              text=dataclasses.replace(cfg.text, item_template=template))
+    texts = item_texts(catalog, template)
+    emb = encoder.encode_items(texts, cfg.text.item_max_tokens)  # (n, dim)
+    ids = catalog["item"].to_numpy(dtype=np.int64)
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                          zip(INTERACTION_COLUMNS, ("int64", "int64", "int64", "float32"), strict=True)})
+    users = pd.DataFrame({"user": pd.Series(dtype="int64"), "user_id": pd.Series(dtype=str)})
+    ds = Dataset("catalog", empty, catalog, users, sources=[source])
+    ds.validate()
+    zero_shot = encoder_run is None
+    meta = {"zero_shot": zero_shot, "encoder": _encoder_identity(encoder, cfg, zero_shot), "dim": encoder.dim,
+            "data_fingerprint": ds.fingerprint(), "n_items": len(emb), "n_users": 0, "catalog_only": True,
+            "encoder_run": None if encoder_run is None else str(Path(encoder_run).resolve())}
+    index, reason, tuned = _catalog_index(cfg, emb, ids)
+    index.metadata = {"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"],
+                      "choice": reason, "tuned": tuned}
+    with atomic_dir(run.root, carry_over=False) as tmp:  # the old run (if any) stays until this completes
+        new = RunDir(tmp)
+        cfg.save(new.config)
+        ds.save(new.data)
+        _write_jsonl(new.text / "items.jsonl", [{"item": i, "text": t} for i, t in enumerate(texts)])
+        if not zero_shot:
+            encoder.save(new.encoder)
+        out = new.embeddings()
+        atomic_save_npy(out / "item_emb.npy", emb)
+        atomic_save_npy(out / "item_ids.npy", ids)
+        atomic_save_npy(out / "user_emb.npy", np.zeros((0, encoder.dim), dtype=np.float32))
+        atomic_save_npy(out / "user_ids.npy", np.zeros(0, dtype=np.int64))
+        atomic_write_json(out / "embeddings.json", meta)
+        index.save(new.index)
+    info = index.info()
+    summary = {"run_dir": str(run.root), "n_items": int(info["ntotal"]), "dim": encoder.dim, "index": info["kind"],
+               "factory": info["params"].get("factory", info["kind"]), "choice": reason, "encoder": meta["encoder"],
+               "encoder_run": meta["encoder_run"], "zero_shot": zero_shot, "item_template": template,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    logger.info("catalog of %d items (dim %d) -> %s in %.1f s", len(ids), encoder.dim, run.root, summary["seconds"])
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------- query
+@dataclass
+class _Served:
+    """What the query functions need from a run, loaded once."""
+
+    run: RunDir
+    cfg: PipelineConfig
+    catalog: pd.DataFrame  # full_catalog: row i = internal id i
+    item_emb: np.ndarray  # (n_prepared, dim)
+    index: Any
+    encoder: Any = None
+
+
+def _open(run_dir: str | Path, with_encoder: bool) -> _Served:
+    """The run's catalog, index and (``with_encoder``) the encoder that made its item vectors.
+
+    The encoder is the run's ``encoder/`` when it has one (trained run, or a catalog built with an encoder
+    run), else the untuned ``cfg.encoder`` backbone; it must match the embeddings' recorded identity.
+    """
+    from recsys_llm.encoder.model import TwoTowerEncoder
+
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file():
+        raise FileNotFoundError(f"{run.root}: not a run directory (no config.json); build one with `recsys-llm "
+                                f"coldstart catalog --items FILE --run-dir {run.root}` or `recsys-llm prepare`")
+    cfg = run.load_config()
+    item_emb, _, meta = load_embeddings(run)
+    served = _Served(run, cfg, full_catalog(run.root), item_emb, load_run_index(run, meta))
+    if with_encoder:
+        if run.encoder.exists():
+            encoder = load_encoder(run, cfg.train.device)
+        else:
+            encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=False, device=cfg.train.device)
+        have, want = encoder.fingerprint(), meta["encoder"]
+        bad = [f"{k}: {want.get(k)!r} vs {have.get(k)!r}" for k in _ENCODER_KEYS if want.get(k) != have.get(k)]
+        if bad:
+            raise ValueError(f"{run.embeddings()}: the item embeddings were made by another encoder than the run's "
+                             f"({'; '.join(bad)}); re-embed them (`recsys-llm embed`, or rebuild the catalog)")
+        served.encoder = encoder
+    return served
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k={k}; ask for at least one item")
+
+
+def _results(catalog: pd.DataFrame, scores: np.ndarray, ids: np.ndarray, k: int) -> pd.DataFrame:
+    keep = ids >= 0
+    ids, scores = ids[keep][:k], scores[keep][:k]
+    return pd.DataFrame({
+        "rank": np.arange(1, len(ids) + 1),
+        "item_id": catalog["item_id"].astype(str).to_numpy()[ids],
+        "title": catalog["title"].astype(str).to_numpy()[ids],
+        "score": scores.astype(np.float32),
+    })
+
+
+def similar_items(run_dir: str | Path, item_id: str, k: int = 10) -> pd.DataFrame:
+    """Item-to-item: the ``k`` indexed items nearest to ``item_id``'s vector, the item itself excluded.
+
+    Returns:
+        Columns ``rank, item_id, title, score`` (cosine similarity), best first.
+
+    Raises:
+        ValueError: ``item_id`` is not in the run's catalog (a few known ids are named), or ``k < 1``.
+
+    Example:
+        >>> similar_items("runs/shop", "sku-42", k=3)["title"].tolist()  # doctest: +SKIP
+        ['Storm shell jacket', 'Trail rain jacket', 'Packable windbreaker']
+    """
+    _check_k(k)
+    s = _open(run_dir, with_encoder=False)
+    internal = int(IdMap(s.catalog["item_id"].astype(str).to_numpy(dtype=object)).to_internal(
+        pd.Series([str(item_id)]))[0])
+    if internal < 0:
+        sample = ", ".join(s.catalog["item_id"].astype(str).head(5))
+        raise ValueError(f"item {item_id!r} is not in the catalog of {s.run.root} (ids look like {sample})")
+    query = item_vectors(s.run, s.item_emb)[internal : internal + 1]  # (1, dim)
+    scores, ids = s.index.search(query, k, exclude=[[internal]])
+    return _results(s.catalog, scores[0], ids[0], k)
+
+
+def search_text(run_dir: str | Path, text: str, k: int = 10) -> pd.DataFrame:
+    """Text-to-item: ``text`` encoded as a user/query by the run's encoder, then searched in its index.
+
+    Returns:
+        Columns ``rank, item_id, title, score`` (cosine similarity), best first.
+
+    Raises:
+        ValueError: empty ``text``, ``k < 1``, or the run's encoder did not make its item embeddings.
+
+    Example:
+        >>> search_text("runs/shop", "a waterproof jacket for hiking", k=3)  # doctest: +SKIP
+    """
+    _check_k(k)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("text is empty; describe what you are looking for, e.g. 'a movie about astronauts'")
+    s = _open(run_dir, with_encoder=True)
+    query = s.encoder.encode_users([text.strip()], s.cfg.text.user_max_tokens, show_progress=False)  # (1, dim)
+    scores, ids = s.index.search(query, k)
+    return _results(s.catalog, scores[0], ids[0], k)

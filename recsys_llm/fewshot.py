@@ -1,0 +1,191 @@
+"""Few-shot curves: recommendation quality as a function of how many interactions are known.
+
+**Item side** (needs cold items, ``split.cold_item_fraction > 0``): every cold item's interactions are sorted
+by time; the first ``n`` are revealed to the models (as if the item had been live that long), the ones from
+position ``max(counts)`` on are the test targets (the same targets for every ``n``, so the curve compares like
+with like; only cold items with more than ``max(counts)`` interactions contribute targets). ``n = 0`` is pure
+description. Users are ranked over the cold items, with everything they are known to have done (train +
+valid + their own revealed cold interactions) filtered. At each ``n`` the collaborative model is refitted on
+train + revealed; the text models do not change (their item vectors come from descriptions), the hybrid
+fuses the two with the weight and trust chosen on validation (:mod:`recsys_llm.hybrid`).
+
+**User side**: warm test users with at least ``max(counts)`` known items; each model sees only their ``n``
+most recent items (``n >= 1``; ``n <= 3`` is the cold-user regime), ranked over the catalog with their full
+known history filtered (so the targets and exclusions are identical across ``n``).
+
+Each point is the mean NDCG@k over the slice's users with a 95% bootstrap interval.
+
+Example:
+    >>> from recsys_llm.fewshot import few_shot_curves
+    >>> curves = few_shot_curves(ctx)   # doctest: +SKIP
+    >>> curves["item"]["models"]["hybrid (text + collaborative)"]["NDCG@10"]   # one value per count
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from recsys_llm.data.splits import histories
+
+logger = logging.getLogger(__name__)
+
+HistFn = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
+"""(users (b,), histories) -> (b, n_items) scores."""
+
+
+def _point(ranked: np.ndarray, tg: list[np.ndarray], k: int, n_boot: int, seed: int) -> tuple[float, float, float]:
+    from recsys_llm.evaluate import per_user_metrics
+    from recsys_llm.stats import bootstrap_ci
+
+    v = per_user_metrics(ranked, tg, [k])[f"NDCG@{k}"]
+    ci = bootstrap_ci(v, n_boot=n_boot, seed=seed)
+    return ci.mean, ci.low, ci.high
+
+
+def _add(out: dict, name: str, point: tuple[float, float, float], k: int) -> None:
+    m = out.setdefault(name, {f"NDCG@{k}": [], "low": [], "high": []})
+    m[f"NDCG@{k}"].append(point[0])
+    m["low"].append(point[1])
+    m["high"].append(point[2])
+
+
+def _scorers(hist: list[np.ndarray], text_u: np.ndarray, pooled: np.ndarray, cf, hybrid, bm25, pop: np.ndarray,
+             items: np.ndarray) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Every model of the curves as ``rows (b,) -> scores (b, n_items)``; ``rows`` index ``hist`` / ``text_u`` /
+    ``pooled`` (one entry per evaluated user)."""
+    from recsys_llm.compare import BASELINE_NAMES
+    from recsys_llm.pipeline import MODEL_NAMES
+
+    n_items = len(items)
+    dense_u = pooled if hybrid.user_model == "pooling" else text_u
+    pop = pop.astype(np.float32)
+
+    def h(rows: np.ndarray) -> list[np.ndarray]:
+        return [hist[i] for i in rows]
+
+    fns: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        BASELINE_NAMES["popularity"]: lambda rows: np.broadcast_to(pop, (len(rows), n_items)).copy(),
+        BASELINE_NAMES["bm25"]: lambda rows: bm25.score(rows, h(rows)),
+    }
+    if cf is not None:
+        fns[f"{'EASE' if cf.name == 'ease' else 'ItemKNN'} (ID only)"] = lambda rows: cf.score(h(rows), n_items)
+    fns[MODEL_NAMES["retrieval"] + " (text user)"] = lambda rows: text_u[rows] @ items.T
+    fns[MODEL_NAMES["pooling"]] = lambda rows: pooled[rows] @ items.T
+    fns[MODEL_NAMES["hybrid"]] = lambda rows: hybrid.score(dense_u[rows] @ items.T, h(rows))
+    return fns
+
+
+def item_side_split(cold: pd.DataFrame, n_max: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(ordered, test)``: cold interactions with ``position`` (0 = earliest, per item) and the test rows
+    (``position >= n_max``)."""
+    order = cold.sort_values(["item", "timestamp"], kind="stable").copy()
+    order["position"] = order.groupby("item").cumcount()
+    return order, order[order["position"] >= n_max]
+
+
+def few_shot_curves(ctx, counts: Sequence[int] | None = None, k: int = 10) -> dict:
+    """Item-side and user-side few-shot curves of every model the run has (see the module docstring).
+
+    Returns:
+        ``{"item": {...}, "user": {...}}``, each ``{"counts", "users", "targets", "models": {name:
+        {"NDCG@k": [...], "low": [...], "high": [...]}}}``; a side is ``None`` when the run cannot support it
+        (no cold items / no user with enough history).
+    """
+    counts = sorted(set(ctx.cfg.hybrid.few_shot if counts is None else counts))
+    return {"item": _item_side(ctx, counts, k), "user": _user_side(ctx, [c for c in counts if c >= 1], k)}
+
+
+def _models(ctx):
+    from recsys_llm.pipeline import load_embeddings, load_hybrid
+
+    items, text_users, _ = load_embeddings(ctx.run)
+    hybrid, pool = load_hybrid(ctx.run)
+    return items, text_users, hybrid, pool
+
+
+def _item_side(ctx, counts: list[int], k: int) -> dict | None:
+    from recsys_llm.classic import make_baseline
+    from recsys_llm.compare import rank_full, tie_order
+    from recsys_llm.encoder.user_pooling import encode_histories
+    from recsys_llm.hybrid import HybridModel, fit_collaborative
+    from recsys_llm.pipeline import MODEL_NAMES
+
+    split, cfg = ctx.split, ctx.cfg
+    if len(split.cold_items) == 0 or not counts:
+        return None
+    n_max = max(counts)
+    ordered, test = item_side_split(split.cold, n_max)
+    if test.empty:
+        logger.warning("item-side few-shot: no cold item has more than %d interactions; skipped", n_max)
+        return None
+    users = np.unique(test["user"].to_numpy(dtype=np.int64))
+    tg_all = histories(test, split.n_users)
+    tg = [tg_all[u] for u in users]
+    known = ctx.known_histories()
+    items, text_users, hybrid, pool = _models(ctx)
+    pooled = encode_histories(pool, items, [known[u] for u in users])  # (users, d): no cold item inside
+    perm = tie_order(split.n_items, cfg.eval.seed)
+    texts = ctx.item_texts()
+    cand = split.cold_items
+    out: dict = {}
+    for n in counts:
+        revealed = ordered[ordered["position"] < n]
+        train_n = pd.concat([split.train, revealed[split.train.columns]], ignore_index=True)
+        rev_hist = histories(revealed, split.n_users)
+        hist = [np.concatenate([known[u], rev_hist[u]]) for u in users]
+        cf = fit_collaborative(hybrid.cf.name if hybrid.cf is not None else "ease", train_n, split.n_users,
+                               split.n_items)
+        model_n = HybridModel(cf, hybrid.weight, hybrid.confidence, hybrid.fusion, hybrid.user_model, hybrid.halflife)
+        bm25 = make_baseline("bm25").fit(train_n, split.n_users, split.n_items, texts)
+        fns = _scorers(hist, text_users[users], pooled, cf, model_n, bm25,
+                       np.bincount(train_n["item"], minlength=split.n_items), items)
+        for name, fn in fns.items():
+            ranked = rank_full(fn, np.arange(len(users)), hist, k, cand, perm)
+            _add(out, name, _point(ranked, tg, k, cfg.eval.n_bootstrap, cfg.eval.seed), k)
+        logger.info("item-side few-shot n=%d: hybrid NDCG@%d %.4f", n, k, out[MODEL_NAMES["hybrid"]][f"NDCG@{k}"][-1])
+    return {"counts": counts, "users": len(users), "targets": len(test), "items": int(test["item"].nunique()),
+            "models": out}
+
+
+def _user_side(ctx, counts: list[int], k: int) -> dict | None:
+    from recsys_llm.classic import make_baseline
+    from recsys_llm.compare import rank_full, tie_order
+    from recsys_llm.data.splits import targets
+    from recsys_llm.encoder.user_pooling import encode_histories
+    from recsys_llm.pipeline import MODEL_NAMES, load_encoder
+    from recsys_llm.text.templates import user_texts
+
+    split, cfg = ctx.split, ctx.cfg
+    if not counts:
+        return None
+    n_max = max(counts)
+    known = ctx.known_histories()
+    tg_all = targets(split.test, split.n_users)
+    users = np.array([u for u, t in enumerate(tg_all) if len(t) and len(known[u]) >= n_max], dtype=np.int64)
+    if len(users) == 0:
+        logger.warning("user-side few-shot: no test user has %d known items; skipped", n_max)
+        return None
+    tg = [tg_all[u] for u in users]
+    seen = [known[u] for u in users]
+    items, _, hybrid, pool = _models(ctx)
+    encoder = load_encoder(ctx.run, cfg.train.device)
+    perm = tie_order(split.n_items, cfg.eval.seed)
+    texts = ctx.item_texts()
+    bm25 = make_baseline("bm25").fit(split.train, split.n_users, split.n_items, texts)
+    pop = np.bincount(split.train["item"], minlength=split.n_items).astype(np.float32)
+    out: dict = {}
+    for n in counts:
+        hist = [h[-n:] for h in seen]
+        text_u = encoder.encode_users(user_texts(hist, ctx.titles, cfg.text.user_max_items), cfg.text.user_max_tokens,
+                                      show_progress=False)
+        pooled = encode_histories(pool, items, hist)
+        fns = _scorers(hist, text_u, pooled, hybrid.cf, hybrid, bm25, pop, items)
+        for name, fn in fns.items():
+            ranked = rank_full(fn, np.arange(len(users)), seen, k, None, perm)
+            _add(out, name, _point(ranked, tg, k, cfg.eval.n_bootstrap, cfg.eval.seed), k)
+        logger.info("user-side few-shot n=%d: hybrid NDCG@%d %.4f", n, k, out[MODEL_NAMES["hybrid"]][f"NDCG@{k}"][-1])
+    return {"counts": counts, "users": len(users), "models": out}

@@ -1,0 +1,302 @@
+"""Hybrid scoring: dense text retrieval fused with a collaborative item-item model, trusted per item by how
+much collaborative evidence the item has.
+
+For a user with dense scores ``d`` (user embedding . item embeddings, one row over the catalog) and
+collaborative scores ``c`` (``x_u @ S``, ``x_u`` the user's history, optionally recency-weighted, ``S`` an
+item-item matrix from EASE or ItemKNN fitted on the training interactions)::
+
+    w_i = w * t_i,   t_i = n_i / (n_i + confidence)       (t_i = 1 for n_i > 0 when confidence = 0)
+    weighted:  score_i = (1 - w_i) * z(d)_i + w_i * z(c)_i
+    rrf:       score_i = (1 - w_i) / (60 + rank_d(i)) + w_i / (60 + rank_c(i))
+
+``z`` standardises a row over the catalog; ``n_i`` is item ``i``'s number of training interactions. Each item
+mixes the two opinions by how much collaborative evidence it has: an item nobody touched (a cold item, or one
+added with ``coldstart add-items``) has ``w_i = 0`` and is scored by its text alone, on the same standardised
+scale as every other item, so it can be recommended the moment it exists, whatever ``w``. A user whose
+collaborative row is constant (no known items, a text-only new user) gets ``w_i = 0`` everywhere: pure text. ``w`` is chosen on
+validation users (:func:`select_weight`), with the recency half-life of ``x_u``; ``w = 0`` is text only, ``w = 1`` the collaborative model alone
+(which scores cold items 0).
+
+The item-item matrix is stored sparse, the ``keep`` largest entries of each column (EASE's dense ``B`` would
+be ``n_items^2`` floats), as ``collaborative.safetensors`` + ``hybrid.json`` in ``<run>/hybrid/``; what is
+evaluated is exactly what is served.
+
+Example:
+    >>> import numpy as np, pandas as pd
+    >>> train = pd.DataFrame({"user": [0, 0, 1, 1, 2], "item": [0, 1, 0, 1, 2]})
+    >>> cf = fit_collaborative("itemknn", train, n_users=3, n_items=4)
+    >>> model = HybridModel(cf, weight=0.5, confidence=0.0)
+    >>> dense = np.array([[0.1, 0.2, 0.3, 0.9]], dtype=np.float32)   # item 3: nobody touched it
+    >>> model.score(dense, [np.array([0])]).argmax()                 # text still finds it
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys_llm.io_utils import atomic_path, atomic_write_json, load_json
+
+logger = logging.getLogger(__name__)
+
+MATRIX_FILE = "collaborative.safetensors"
+META_FILE = "hybrid.json"
+FORMAT = 1
+RRF_K = 60.0
+CF_MODELS = ("ease", "itemknn")
+
+
+# --------------------------------------------------------------------------------- collaborative source
+@dataclasses.dataclass
+class CollaborativeScorer:
+    """Sparse item-item scorer: ``score(history) = x @ S`` with ``S[h, i]`` = how much ``h`` predicts ``i``.
+
+    Attributes:
+        matrix: ``(n_items, n_items)`` CSR, float32.
+        counts: ``(n_items,)`` training interactions per item (drives the per-item trust ``t_i``).
+        name: the model it came from (``ease`` / ``itemknn``).
+    """
+
+    matrix: sp.csr_matrix
+    counts: np.ndarray
+    name: str
+
+    @property
+    def n_items(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def score(self, histories: Sequence[np.ndarray], n_items: int | None = None, halflife: float = 0.0) -> np.ndarray:
+        """``(len(histories), n_items)`` float32; items beyond the fitted catalog (added later) score 0.
+
+        Args:
+            histories: item ids per user, oldest first.
+            n_items: output width (default the fitted catalog).
+            halflife: recency weighting of the query: the item ``a`` positions before the most recent counts
+                ``0.5 ** (a / halflife)`` (0 = every item counts 1, the classic binary query).
+
+        Raises:
+            ValueError: a history holds an id < 0 or >= ``n_items``.
+        """
+        n_out = self.n_items if n_items is None else int(n_items)
+        out = np.zeros((len(histories), n_out), dtype=np.float32)
+        rows, cols, vals = [], [], []
+        for r, h in enumerate(histories):
+            h = np.asarray(h, dtype=np.int64).ravel()
+            if h.size and (h.min() < 0 or h.max() >= n_out):
+                raise ValueError(f"history row {r}: item id {int(h.max() if h.max() >= n_out else h.min())} "
+                                 f"outside 0..{n_out - 1}")
+            ids, age = np.unique(h[::-1], return_index=True)  # age = positions before the most recent
+            keep = ids < self.n_items  # items added after fitting have no collaborative row
+            ids, age = ids[keep], age[keep]
+            rows.append(np.full(ids.size, r, dtype=np.int64))
+            cols.append(ids)
+            vals.append(np.ones(ids.size, np.float32) if halflife <= 0 else (0.5 ** (age / halflife)).astype(np.float32))
+        if rows:
+            x = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                              shape=(len(histories), self.n_items))
+            out[:, : self.n_items] = (x @ self.matrix).toarray()
+        return out
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> None:
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        m = self.matrix.tocsr()
+        tensors = {"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int64),
+                   "data": m.data.astype(np.float32), "counts": self.counts.astype(np.int64)}
+        with atomic_path(folder / MATRIX_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"name": self.name, "n_items": str(self.n_items)})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CollaborativeScorer:
+        from safetensors import safe_open
+
+        path = Path(folder) / MATRIX_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; run `recsys-llm hybrid --run-dir RUN` first")
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            t = {k: f.get_tensor(k) for k in ("indptr", "indices", "data", "counts")}
+        n = int(meta.get("n_items", len(t["counts"])))
+        if len(t["indptr"]) != n + 1 or len(t["counts"]) != n or len(t["indices"]) != len(t["data"]):
+            raise ValueError(f"{path}: inconsistent sparse matrix ({len(t['indptr'])} indptr, {len(t['counts'])} "
+                             f"counts for {n} items); rerun `recsys-llm hybrid`")
+        matrix = sp.csr_matrix((t["data"], t["indices"], t["indptr"]), shape=(n, n))
+        return cls(matrix, t["counts"], meta.get("name", "?"))
+
+
+def _prune_columns(dense_or_sparse, keep: int) -> sp.csr_matrix:
+    """Keep the ``keep`` largest entries of each column (ties: lower row), drop zeros; float32 CSR."""
+    m = sp.csc_matrix(dense_or_sparse, dtype=np.float32)
+    m.eliminate_zeros()
+    n = m.shape[1]
+    data, rows, cols = [], [], []
+    for i in range(n):
+        lo, hi = m.indptr[i], m.indptr[i + 1]
+        v, r = m.data[lo:hi], m.indices[lo:hi]
+        if len(v) > keep:
+            top = np.lexsort((r, -v))[:keep]
+            v, r = v[top], r[top]
+        data.append(v)
+        rows.append(r)
+        cols.append(np.full(len(v), i, dtype=np.int64))
+    out = sp.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+    return out.astype(np.float32)
+
+
+def fit_collaborative(name: str, train: pd.DataFrame, n_users: int, n_items: int,
+                      keep: int = 200) -> CollaborativeScorer:
+    """Fit EASE or ItemKNN on ``train`` and keep its item-item matrix sparse.
+
+    Args:
+        name: ``ease`` or ``itemknn``.
+        train: canonical interactions (int ``user``, ``item``).
+        keep: entries kept per item column (the rest contribute little to a top-k).
+
+    Raises:
+        ValueError: unknown ``name``; the model's own input checks (ids out of range, ...).
+    """
+    from recsys_llm.classic import make_baseline
+
+    if name not in CF_MODELS:
+        raise ValueError(f"unknown collaborative model {name!r}; choose one of {', '.join(CF_MODELS)}")
+    model = make_baseline(name).fit(train, n_users, n_items)
+    raw = model.weights_ if name == "ease" else model.similarity_  # (items, items) S[h, i]
+    counts = np.bincount(train["item"].to_numpy(dtype=np.int64), minlength=n_items)[:n_items]
+    matrix = _prune_columns(raw, keep)
+    logger.info("collaborative %s: %d x %d, %d entries kept (<= %d per item)", name, n_items, n_items,
+                matrix.nnz, keep)
+    return CollaborativeScorer(matrix, counts.astype(np.int64), name)
+
+
+# ----------------------------------------------------------------------------------------------- fusion
+def zscore_rows(scores: np.ndarray) -> np.ndarray:
+    """Each row minus its mean, over its standard deviation; constant rows become 0."""
+    s = np.asarray(scores, dtype=np.float32)
+    mean = s.mean(axis=1, keepdims=True)
+    std = s.std(axis=1, keepdims=True)
+    return np.divide(s - mean, std, out=np.zeros_like(s), where=std > 1e-12)
+
+
+def item_trust(counts: np.ndarray, confidence: float, n_items: int) -> np.ndarray:
+    """``t_i = n_i / (n_i + confidence)`` (1 for any item with interactions when confidence = 0); items
+    beyond ``counts`` (added after fitting) get 0."""
+    t = np.zeros(n_items, dtype=np.float32)
+    c = np.asarray(counts, dtype=np.float32)[:n_items]
+    t[: len(c)] = (c > 0) if confidence == 0 else c / (c + confidence)
+    return t
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """0-based rank of every item in its row (best = 0)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), axis=1)
+    return ranks
+
+
+def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray,
+         fusion: str = "weighted") -> np.ndarray:
+    """Fused ``(b, n)`` scores; see the module docstring for the formulas.
+
+    Args:
+        dense: ``(b, n)`` text scores.
+        collab: ``(b, n)`` collaborative scores.
+        weight: ``w`` in ``[0, 1]``.
+        trust: ``(n,)`` per-item ``t_i`` (:func:`item_trust`).
+        fusion: ``weighted`` or ``rrf``.
+    """
+    if dense.shape != collab.shape or trust.shape != (dense.shape[1],):
+        raise ValueError(f"dense {dense.shape}, collaborative {collab.shape} and trust {trust.shape} disagree")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"fusion weight must be in [0, 1]; got {weight}")
+    flat = collab.std(axis=1, keepdims=True) <= 1e-12  # (b, 1): no collaborative evidence: text only
+    w = np.where(flat, 0.0, weight * trust[None, :]).astype(np.float32)  # (b, n) per-item weight w_i
+    if fusion == "weighted":
+        return (1.0 - w) * zscore_rows(dense) + w * zscore_rows(collab)
+    if fusion == "rrf":
+        return ((1.0 - w) / (RRF_K + _ranks(dense)) + w / (RRF_K + _ranks(collab))).astype(np.float32)
+    raise ValueError(f"unknown fusion {fusion!r}; choose weighted or rrf")
+
+
+@dataclasses.dataclass
+class HybridModel:
+    """Dense scores + collaborative scores -> fused scores, with the settings chosen on validation.
+
+    Attributes:
+        cf: the collaborative source, or None (text only).
+        weight: ``w``; confidence: the trust shrinkage; fusion: ``weighted`` / ``rrf``.
+        halflife: recency weighting of the collaborative query (:meth:`CollaborativeScorer.score`).
+        user_model: which user representation the dense part uses (``text`` / ``pooling``).
+        info: the validation record (grids, pooling training), saved in ``hybrid.json``.
+    """
+
+    cf: CollaborativeScorer | None
+    weight: float = 0.5
+    confidence: float = 10.0
+    fusion: str = "weighted"
+    user_model: str = "text"
+    halflife: float = 0.0
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def score(self, dense: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Fused ``(b, n)`` scores for users with ``dense`` text scores and known ``histories``."""
+        dense = np.asarray(dense, dtype=np.float32)
+        if self.cf is None or self.weight == 0.0:
+            return dense
+        collab = self.cf.score(histories, n_items=dense.shape[1], halflife=self.halflife)
+        return fuse(dense, collab, self.weight, item_trust(self.cf.counts, self.confidence, dense.shape[1]),
+                    self.fusion)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        if self.cf is not None:
+            self.cf.save(folder)
+        atomic_write_json(folder / META_FILE, {
+            "format": FORMAT, "cf_model": self.cf.name if self.cf is not None else "none",
+            "weight": self.weight, "confidence": self.confidence, "fusion": self.fusion,
+            "user_model": self.user_model, "halflife": self.halflife, **self.info})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> HybridModel:
+        folder = Path(folder)
+        path = folder / META_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; run `recsys-llm hybrid --run-dir RUN` first")
+        meta = load_json(path)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {meta.get('format')} is not {FORMAT}; rerun `recsys-llm hybrid`")
+        cf = None if meta["cf_model"] == "none" else CollaborativeScorer.load(folder)
+        info = {k: v for k, v in meta.items() if k not in
+                ("format", "cf_model", "weight", "confidence", "fusion", "user_model", "halflife")}
+        return cls(cf, float(meta["weight"]), float(meta["confidence"]), meta["fusion"], meta["user_model"],
+                   float(meta["halflife"]), info)
+
+
+# -------------------------------------------------------------------------------------------- selection
+def ndcg_at(scores: np.ndarray, targets: Sequence[np.ndarray], exclude: Sequence[np.ndarray],
+            k: int = 10) -> np.ndarray:
+    """Per-user NDCG@k of a full ranking of ``scores`` rows with ``exclude`` filtered."""
+    from recsys_llm.baselines import rank_items
+    from recsys_llm.evaluate import per_user_metrics
+
+    ranked = rank_items(np.ascontiguousarray(scores, dtype=np.float32), k, seen=list(exclude))[1]
+    return per_user_metrics(ranked, list(targets), [k])[f"NDCG@{k}"]
+
+
+def select_weight(dense: np.ndarray, collab: np.ndarray, trust: np.ndarray, targets: Sequence[np.ndarray],
+                  exclude: Sequence[np.ndarray], weights: Sequence[float], fusion: str = "weighted",
+                  k: int = 10) -> tuple[float, dict[float, float]]:
+    """The fusion weight with the best mean validation NDCG@k (ties: the smaller weight) and the grid."""
+    grid = {float(w): float(np.nanmean(ndcg_at(fuse(dense, collab, float(w), trust, fusion), targets, exclude, k)))
+            for w in sorted(set(weights))}
+    best = max(grid, key=lambda w: (grid[w], -w))
+    return best, grid

@@ -1,0 +1,136 @@
+"""The hybrid stage, new users (`coldstart user`) and few-shot curves on the tiny pipeline run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from recsys_llm.cli import main
+
+
+@pytest.fixture
+def run(tiny_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("coldstart"))  # other tests add items to it
+    assert main(["index", "build", "--run-dir", str(dst)]) == 0  # so the index holds the catalog only
+    return dst
+
+
+def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
+    meta = json.loads((tiny_run / "hybrid" / "hybrid.json").read_text())
+    assert meta["user_model"] in ("text", "pooling") and meta["chosen_by"] == "validation"
+    grids = meta["valid_ndcg@10"]
+    assert set(grids) == {"text", "pooling"} and set(grids["text"]) == {"0.0", "5.0"}
+    best = max((v, um, float(hl), float(w)) for um, by in grids.items() for hl, g in by.items() for w, v in g.items())
+    chosen = grids[meta["user_model"]][str(meta["halflife"])][str(meta["weight"])]
+    assert chosen == pytest.approx(best[0])  # what was kept is the best validated setting
+    assert meta["pooling"]["steps"] == 20 and meta["valid_users"] > 0
+    for f in ("collaborative.safetensors", "user_pooling.safetensors", "user_pooling.json"):
+        assert (tiny_run / "hybrid" / f).exists()
+
+
+def test_report_has_hybrid_rows_ratios_and_few_shot_curves(tiny_run):
+    report = json.loads((tiny_run / "report.json").read_text())
+    rows = {(r["model"], r["slice"]): r["metrics"] for r in report["rows"]}
+    cold_id = rows[("ID only (hybrid's collaborative part)", "cold-item")]
+    assert cold_id["ARP@10"] == 0.0  # it can only rank cold items at random (all score 0)
+    pair = next(p for p in report["paired"] if p["model"] == "hybrid (text + collaborative)"
+                and p["baseline"] == "fine-tuned retrieval" and p["slice"] == "warm" and p["metric"] == "NDCG@10")
+    a = rows[("hybrid (text + collaborative)", "warm")]["NDCG@10"]
+    b = rows[("fine-tuned retrieval", "warm")]["NDCG@10"]
+    assert pair["diff"] == pytest.approx(a - b, abs=1e-9)
+    if b > 0:
+        assert pair["ratio"] == pytest.approx(a / b, rel=1e-6)
+    fs = report["few_shot"]
+    assert fs["item"]["counts"] == [0, 1, 3] and fs["user"]["counts"] == [1, 3]
+    for side in ("item", "user"):
+        for name, v in fs[side]["models"].items():
+            assert len(v["NDCG@10"]) == len(fs[side]["counts"]), name
+            assert all(lo <= m <= hi for m, lo, hi in zip(v["NDCG@10"], v["low"], v["high"], strict=True))
+    models = fs["item"]["models"]
+    user_model = json.loads((tiny_run / "hybrid" / "hybrid.json").read_text())["user_model"]
+    dense = models["fine-tuned retrieval (text user)" if user_model == "text" else "fine-tuned, pooled user"]
+    # n = 0: no cold item has a collaborative signal (trust 0), so the hybrid ranks them by text alone
+    assert models["hybrid (text + collaborative)"]["NDCG@10"][0] == pytest.approx(dense["NDCG@10"][0])
+    assert (tiny_run / "plots" / "few_shot.png").read_bytes()[:4] == b"\x89PNG"
+    md = (tiny_run / "report.md").read_text()
+    assert "Few-shot, item side" in md and "ratio (95% interval)" in md
+
+
+def test_item_side_targets_are_fixed_across_counts(tiny_run):
+    from recsys_llm.fewshot import item_side_split
+    from recsys_llm.pipeline import Context
+
+    ctx = Context.load(tiny_run)
+    ordered, test = item_side_split(ctx.split.cold, 3)
+    assert (test["position"] >= 3).all() and len(ordered) == len(ctx.split.cold)
+    first = ordered[ordered["position"] == 0]
+    assert (first.groupby("item")["timestamp"].min() == ctx.split.cold.groupby("item")["timestamp"].min()).all()
+
+
+def test_new_user_from_items_and_from_text(run, capsys):
+    from recsys_llm.coldstart import recommend_new_user
+
+    # synthetic data: even items are "space", odd items "cooking"; a user who liked two space items
+    recs = recommend_new_user(run, items=["100", "102"], k=5)
+    assert len(recs) == 5 and not {"100", "102"} & set(recs["item_id"])
+    assert recs["stage"].iloc[0] == "hybrid" and (np.diff(recs["score"]) <= 1e-6).all()
+    assert set(recs["because_item_id"]) <= {"100", "102"}
+    by_text = recommend_new_user(run, text="space rocket astronaut", k=4)
+    assert len(by_text) == 4 and (by_text["because"] == "").all()
+    both = recommend_new_user(run, items=["101"], text="cooking recipe kitchen", k=3)
+    assert "101" not in set(both["item_id"])
+    assert main(["coldstart", "user", "--run-dir", str(run), "--items", "100", "102", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "new user from 2 items" in out and "top 3 (hybrid)" in out and "because you liked" in out
+    assert main(["coldstart", "user", "--run-dir", str(run), "--text", "space rocket", "-k", "2"]) == 0
+    assert "top 2" in capsys.readouterr().out
+
+
+def test_new_user_with_items_from_an_ID_model_point_of_view_gets_collaborative_neighbours(run):
+    """The planted groups: users who liked even items liked other even items. With the hybrid weight at 1
+    (collaborative only) a new user with even items gets even items."""
+    from recsys_llm.coldstart import recommend_new_user
+    from recsys_llm.hybrid import HybridModel
+
+    model = HybridModel.load(run / "hybrid")
+    model.weight = 1.0
+    model.save(run / "hybrid")
+    recs = recommend_new_user(run, items=["100", "102", "104"], k=5)
+    assert all(int(i) % 2 == 0 for i in recs["item_id"])
+
+
+def test_new_user_errors_are_clear(run, capsys):
+    from recsys_llm.coldstart import recommend_new_user
+
+    with pytest.raises(ValueError, match="--items .* and/or --text"):
+        recommend_new_user(run)
+    with pytest.raises(ValueError, match="not in the catalog: \\['nope'\\]"):
+        recommend_new_user(run, items=["nope"])
+    with pytest.raises(ValueError, match="repeated"):
+        recommend_new_user(run, items=["100", "100"])
+    assert main(["coldstart", "user", "--run-dir", str(run)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_new_items_are_recommendable_to_new_users_at_once(run, tmp_path):
+    import pandas as pd
+
+    from recsys_llm.coldstart import add_items, recommend_new_user
+
+    add_items(run, pd.DataFrame({"item_id": ["fresh"], "title": ["Item 100 space"], "genres": ["space rocket astronaut"],
+                                 "tags": [""]}))
+    recs = recommend_new_user(run, text="Item 100 space", k=40)
+    assert "fresh" in set(recs["item_id"])  # text-scored, no interactions needed
+
+
+def test_hybrid_cli_prints_the_choice(run, capsys):
+    assert main(["hybrid", "--run-dir", str(run), "--set", "hybrid.user_model=pooling",
+                 "--set", "hybrid.cf_model=itemknn"]) == 0
+    out = capsys.readouterr().out
+    assert "hybrid: pooling users + itemknn" in out and "validation NDCG@10" in out
+    meta = json.loads((run / "hybrid" / "hybrid.json").read_text())
+    assert meta["user_model"] == "pooling" and meta["chosen_by"] == "config" and meta["cf_model"] == "itemknn"
