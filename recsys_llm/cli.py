@@ -246,13 +246,16 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
     _apply_overrides(args.run_dir, args.set)
     r = fit_hybrid(args.run_dir)
     print(f"hybrid: {r['user_model']} users + {r['cf_model']} (weight {r['weight']:.2f}, recency half-life "
-          f"{r['halflife']:g}, {r['fusion']}), chosen on {r['valid_users']} validation users -> "
-          f"{Path(args.run_dir) / 'hybrid'}")
+          f"{r['halflife']:g}, confidence {r['confidence']:g}, text-neighbour bridge {r['bridge']:.2f}, {r['fusion']}), "
+          f"chosen on {r['valid_users']} validation users -> {Path(args.run_dir) / 'hybrid'}")
     for name, b in r["best"].items():
-        plain = next(iter(r["valid_ndcg@10"][name].values()))  # the first half-life: 0 = no recency weighting
-        print(f"  {name} users: validation NDCG@10 best {b['ndcg@10']:.4f} (weight {b['weight']:.2f}, half-life "
-              f"{b['halflife']:g}); text only {plain.get('0.0', float('nan')):.4f}; {r['cf_model']} only "
-              f"{plain.get('1.0', float('nan')):.4f}")
+        by_hl = r["valid_ndcg@10"][name]
+        plain = next(iter(next(iter(by_hl.values())).values()))  # half-life 0 (no recency), first confidence
+        line = (f"  {name} users: validation NDCG@10 best {b['ndcg@10']:.4f}; text only {plain.get('0.0', float('nan')):.4f}"
+                f"; {r['cf_model']} only {plain.get('1.0', float('nan')):.4f}")
+        if "cold_ndcg@10" in b:
+            line += f"; all items treated as cold: text {b['cold_text_only']:.4f} -> bridged {b['cold_ndcg@10']:.4f}"
+        print(line)
 
 
 def cmd_index_query(args: argparse.Namespace) -> None:

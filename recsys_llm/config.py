@@ -360,9 +360,15 @@ class HybridConfig:
     cf_halflives: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0, 40.0], metadata=_help(
         "Recency half-lives (in items) tried on validation for the collaborative query: the item a positions "
         "before the most recent counts 0.5^(a/h); 0 = every item counts 1 (classic EASE/ItemKNN query)."))
-    cf_confidence: float = field(default=10.0, metadata=_help(
-        "Per-item shrinkage of the collaborative weight: w * n_i / (n_i + c) for an item with n_i training "
-        "interactions, so items nobody (or few) touched are scored by their text (0 = no shrinkage)."))
+    cf_confidences: list[float] = field(default_factory=lambda: [10.0, 50.0, 200.0], metadata=_help(
+        "Per-item shrinkage c of the collaborative weight, tried on validation: w * n_i / (n_i + c) for an item "
+        "with n_i training interactions, so items nobody (or few) touched lean on their text (0 = none)."))
+    bridge_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=_help(
+        "Weights tried for the text-neighbour bridge on items without interactions, chosen on validation with "
+        "every item treated as cold (its own column unused); [0] = off."))
+    bridge_neighbours: int = field(default=50, metadata=_help("Text neighbours per item in the bridge."))
+    bridge_temperature: float = field(default=0.05, metadata=_help(
+        "Softmax temperature over the neighbours' cosine similarities."))
     valid_users: int = field(default=0, metadata=_help("Validation users for the choices (0 = all)."))
     pooling_steps: int = field(default=400, metadata=_help("Optimizer steps of the user-pooling model."))
     pooling_batch_size: int = field(default=256, metadata=_help("(history prefix, next item) pairs per step."))
@@ -381,7 +387,12 @@ class HybridConfig:
                self.weights, "need weights in [0, 1]")
         _check(len(self.cf_halflives) > 0 and all(h >= 0 for h in self.cf_halflives), "hybrid", "cf_halflives",
                self.cf_halflives, "need half-lives >= 0 (0 = no recency weighting)")
-        _check(self.cf_confidence >= 0, "hybrid", "cf_confidence", self.cf_confidence, "must be >= 0")
+        _check(len(self.cf_confidences) > 0 and all(c >= 0 for c in self.cf_confidences), "hybrid",
+               "cf_confidences", self.cf_confidences, "need values >= 0 (0 = no shrinkage)")
+        _check(len(self.bridge_weights) > 0 and all(0.0 <= w <= 1.0 for w in self.bridge_weights), "hybrid",
+               "bridge_weights", self.bridge_weights, "need weights in [0, 1]")
+        _check(self.bridge_neighbours >= 1, "hybrid", "bridge_neighbours", self.bridge_neighbours, "must be >= 1")
+        _check(self.bridge_temperature > 0, "hybrid", "bridge_temperature", self.bridge_temperature, "must be > 0")
         for name in ("valid_users", "pooling_steps"):
             _check(getattr(self, name) >= 0, "hybrid", name, getattr(self, name), "must be >= 0")
         for name in ("pooling_batch_size", "pooling_max_items"):

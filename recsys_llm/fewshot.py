@@ -111,7 +111,7 @@ def _item_side(ctx, counts: list[int], k: int) -> dict | None:
     from recsys_llm.classic import make_baseline
     from recsys_llm.compare import rank_full, tie_order
     from recsys_llm.encoder.user_pooling import encode_histories
-    from recsys_llm.hybrid import HybridModel, fit_collaborative
+    from recsys_llm.hybrid import HybridModel, fit_collaborative, text_neighbours
     from recsys_llm.pipeline import MODEL_NAMES
 
     split, cfg = ctx.split, ctx.cfg
@@ -139,7 +139,11 @@ def _item_side(ctx, counts: list[int], k: int) -> dict | None:
         hist = [np.concatenate([known[u], rev_hist[u]]) for u in users]
         cf = fit_collaborative(hybrid.cf.name if hybrid.cf is not None else "ease", train_n, split.n_users,
                                split.n_items)
-        model_n = HybridModel(cf, hybrid.weight, hybrid.confidence, hybrid.fusion, hybrid.user_model, hybrid.halflife)
+        hc = cfg.hybrid
+        neighbours = (text_neighbours(items, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
+                      if hybrid.bridge > 0 else None)  # revealed items become donors of the bridge
+        model_n = HybridModel(cf, hybrid.weight, hybrid.confidence, hybrid.fusion, hybrid.user_model, hybrid.halflife,
+                              neighbours=neighbours, bridge=hybrid.bridge)
         bm25 = make_baseline("bm25").fit(train_n, split.n_users, split.n_items, texts)
         fns = _scorers(hist, text_users[users], pooled, cf, model_n, bm25,
                        np.bincount(train_n["item"], minlength=split.n_items), items)

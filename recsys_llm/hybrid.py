@@ -5,15 +5,20 @@ For a user with dense scores ``d`` (user embedding . item embeddings, one row ov
 collaborative scores ``c`` (``x_u @ S``, ``x_u`` the user's history, optionally recency-weighted, ``S`` an
 item-item matrix from EASE or ItemKNN fitted on the training interactions)::
 
-    w_i = w * t_i,   t_i = n_i / (n_i + confidence)       (t_i = 1 for n_i > 0 when confidence = 0)
-    weighted:  score_i = (1 - w_i) * z(d)_i + w_i * z(c)_i
-    rrf:       score_i = (1 - w_i) / (60 + rank_d(i)) + w_i / (60 + rank_c(i))
+    t_i = n_i / (n_i + confidence)                       (t_i = 1 for n_i > 0 when confidence = 0)
+    a_i = w * t_i   (own collaborative evidence),   g_i = bridge * (1 - t_i)   (borrowed through text)
+    weighted:  score_i = (1 - a_i - g_i) z(d)_i + a_i z(c)_i + g_i z(b)_i
+    rrf:       the same weights on reciprocal ranks 1 / (60 + rank)
+    b = z(c) @ N^T,  N[i, j] = softmax_j(cos(e_i, e_j) / temperature) over the k nearest items j != i with n_j > 0
 
 ``z`` standardises a row over the catalog; ``n_i`` is item ``i``'s number of training interactions. Each item
 mixes the two opinions by how much collaborative evidence it has: an item nobody touched (a cold item, or one
 added with ``coldstart add-items``) has ``w_i = 0`` and is scored by its text alone, on the same standardised
 scale as every other item, so it can be recommended the moment it exists, whatever ``w``. A user whose
-collaborative row is constant (no known items, a text-only new user) gets ``w_i = 0`` everywhere: pure text. ``w`` is chosen on
+collaborative row is constant (no known items, a text-only new user) gets ``a_i = g_i = 0`` everywhere: pure
+text. The *bridge* ``b`` carries collaborative signal to items without it: an item's borrowed score is what the
+collaborative model thinks of its nearest neighbours in the fine-tuned text space (its own column excluded),
+so a cold item liked-by-description also inherits "users like you liked items like this". ``w`` is chosen on
 validation users (:func:`select_weight`), with the recency half-life of ``x_u``; ``w = 0`` is text only, ``w = 1`` the collaborative model alone
 (which scores cold items 0).
 
@@ -47,6 +52,7 @@ from recsys_llm.io_utils import atomic_path, atomic_write_json, load_json
 logger = logging.getLogger(__name__)
 
 MATRIX_FILE = "collaborative.safetensors"
+NEIGHBOURS_FILE = "text_neighbours.safetensors"
 META_FILE = "hybrid.json"
 FORMAT = 1
 RRF_K = 60.0
@@ -177,6 +183,44 @@ def fit_collaborative(name: str, train: pd.DataFrame, n_users: int, n_items: int
     return CollaborativeScorer(matrix, counts.astype(np.int64), name)
 
 
+def text_neighbours(item_emb: np.ndarray, counts: np.ndarray, k: int = 50, temperature: float = 0.05,
+                    chunk: int = 2048) -> sp.csr_matrix:
+    """``N`` (n_items, n_items) CSR: row i = softmax weights over the ``k`` items most similar to ``i`` (inner
+    product of the normalised embeddings) among those with interactions (``counts > 0``), ``i`` itself excluded.
+
+    Row-chunked (``chunk x n_items`` similarities at a time), so memory stays bounded.
+    """
+    emb = np.asarray(item_emb, dtype=np.float32)
+    n = len(emb)
+    donors = np.flatnonzero(np.asarray(counts)[:n] > 0)
+    k = min(int(k), max(len(donors) - 1, 0))
+    if k == 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    rows, cols, vals = [], [], []
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        sim = emb[lo:hi] @ emb[donors].T  # (chunk, donors)
+        own = np.flatnonzero((donors >= lo) & (donors < hi))
+        sim[donors[own] - lo, own] = -np.inf  # never its own neighbour
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (chunk, k)
+        v = np.take_along_axis(sim, top, axis=1) / temperature
+        v = np.exp(v - v.max(axis=1, keepdims=True))
+        v /= v.sum(axis=1, keepdims=True)
+        rows.append(np.repeat(np.arange(lo, hi), k))
+        cols.append(donors[top].ravel())
+        vals.append(v.ravel().astype(np.float32))
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+
+
+def bridge_scores(neighbours: sp.csr_matrix, collab: np.ndarray) -> np.ndarray:
+    """``b = z(c) @ N^T`` (b, n): the collaborative opinion of each item's text neighbours; items beyond
+    ``N`` (added after fitting) get 0."""
+    n = neighbours.shape[0]
+    out = np.zeros_like(collab, dtype=np.float32)
+    out[:, :n] = np.asarray((neighbours @ zscore_rows(collab[:, :n]).T).T)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- fusion
 def zscore_rows(scores: np.ndarray) -> np.ndarray:
     """Each row minus its mean, over its standard deviation; constant rows become 0."""
@@ -204,7 +248,7 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
 
 
 def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray,
-         fusion: str = "weighted") -> np.ndarray:
+         fusion: str = "weighted", bridged: np.ndarray | None = None, bridge_weight: float = 0.0) -> np.ndarray:
     """Fused ``(b, n)`` scores; see the module docstring for the formulas.
 
     Args:
@@ -213,18 +257,24 @@ def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray
         weight: ``w`` in ``[0, 1]``.
         trust: ``(n,)`` per-item ``t_i`` (:func:`item_trust`).
         fusion: ``weighted`` or ``rrf``.
+        bridged: ``(b, n)`` borrowed collaborative scores ``b`` (:meth:`HybridModel.bridge_scores`), or None.
+        bridge_weight: its weight ``bridge`` in ``[0, 1]`` on items without evidence of their own.
     """
     if dense.shape != collab.shape or trust.shape != (dense.shape[1],):
         raise ValueError(f"dense {dense.shape}, collaborative {collab.shape} and trust {trust.shape} disagree")
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"fusion weight must be in [0, 1]; got {weight}")
+    if not (0.0 <= weight <= 1.0 and 0.0 <= bridge_weight <= 1.0):
+        raise ValueError(f"fusion weights must be in [0, 1]; got weight={weight}, bridge_weight={bridge_weight}")
+    if fusion not in ("weighted", "rrf"):
+        raise ValueError(f"unknown fusion {fusion!r}; choose weighted or rrf")
     flat = collab.std(axis=1, keepdims=True) <= 1e-12  # (b, 1): no collaborative evidence: text only
-    w = np.where(flat, 0.0, weight * trust[None, :]).astype(np.float32)  # (b, n) per-item weight w_i
-    if fusion == "weighted":
-        return (1.0 - w) * zscore_rows(dense) + w * zscore_rows(collab)
-    if fusion == "rrf":
-        return ((1.0 - w) / (RRF_K + _ranks(dense)) + w / (RRF_K + _ranks(collab))).astype(np.float32)
-    raise ValueError(f"unknown fusion {fusion!r}; choose weighted or rrf")
+    a = np.where(flat, 0.0, weight * trust[None, :]).astype(np.float32)  # (b, n) own evidence
+    use_bridge = bridged is not None and bridge_weight > 0
+    g = np.where(flat, 0.0, bridge_weight * (1.0 - trust[None, :])).astype(np.float32) if use_bridge else 0.0
+    part = zscore_rows if fusion == "weighted" else (lambda x: 1.0 / (RRF_K + _ranks(x)))
+    out = (1.0 - a - g) * part(dense) + a * part(collab)
+    if use_bridge:
+        out += g * part(bridged)
+    return out.astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -235,6 +285,7 @@ class HybridModel:
         cf: the collaborative source, or None (text only).
         weight: ``w``; confidence: the trust shrinkage; fusion: ``weighted`` / ``rrf``.
         halflife: recency weighting of the collaborative query (:meth:`CollaborativeScorer.score`).
+        neighbours: the text-neighbour matrix ``N`` of the bridge; bridge: its weight (0 = off).
         user_model: which user representation the dense part uses (``text`` / ``pooling``).
         info: the validation record (grids, pooling training), saved in ``hybrid.json``.
     """
@@ -246,15 +297,21 @@ class HybridModel:
     user_model: str = "text"
     halflife: float = 0.0
     info: dict = dataclasses.field(default_factory=dict)
+    neighbours: sp.csr_matrix | None = None
+    bridge: float = 0.0
+
+    def bridge_scores(self, collab: np.ndarray) -> np.ndarray | None:
+        """Each item's borrowed collaborative score (:func:`bridge_scores`), None without neighbours."""
+        return None if self.neighbours is None else bridge_scores(self.neighbours, collab)
 
     def score(self, dense: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Fused ``(b, n)`` scores for users with ``dense`` text scores and known ``histories``."""
         dense = np.asarray(dense, dtype=np.float32)
-        if self.cf is None or self.weight == 0.0:
+        if self.cf is None or (self.weight == 0.0 and self.bridge == 0.0):
             return dense
         collab = self.cf.score(histories, n_items=dense.shape[1], halflife=self.halflife)
         return fuse(dense, collab, self.weight, item_trust(self.cf.counts, self.confidence, dense.shape[1]),
-                    self.fusion)
+                    self.fusion, self.bridge_scores(collab) if self.bridge > 0 else None, self.bridge)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -263,7 +320,14 @@ class HybridModel:
         atomic_write_json(folder / META_FILE, {
             "format": FORMAT, "cf_model": self.cf.name if self.cf is not None else "none",
             "weight": self.weight, "confidence": self.confidence, "fusion": self.fusion,
-            "user_model": self.user_model, "halflife": self.halflife, **self.info})
+            "user_model": self.user_model, "halflife": self.halflife, "bridge": self.bridge, **self.info})
+        if self.neighbours is not None:
+            from safetensors.numpy import save_file
+
+            m = self.neighbours.tocsr()
+            with atomic_path(folder / NEIGHBOURS_FILE) as tmp:
+                save_file({"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int64),
+                           "data": m.data.astype(np.float32)}, str(tmp))
 
     @classmethod
     def load(cls, folder: str | Path) -> HybridModel:
@@ -276,9 +340,16 @@ class HybridModel:
             raise ValueError(f"{path}: format {meta.get('format')} is not {FORMAT}; rerun `recsys-llm hybrid`")
         cf = None if meta["cf_model"] == "none" else CollaborativeScorer.load(folder)
         info = {k: v for k, v in meta.items() if k not in
-                ("format", "cf_model", "weight", "confidence", "fusion", "user_model", "halflife")}
+                ("format", "cf_model", "weight", "confidence", "fusion", "user_model", "halflife", "bridge")}
+        neighbours = None
+        if (folder / NEIGHBOURS_FILE).exists():
+            from safetensors.numpy import load_file
+
+            t = load_file(str(folder / NEIGHBOURS_FILE))
+            n = len(t["indptr"]) - 1
+            neighbours = sp.csr_matrix((t["data"], t["indices"], t["indptr"]), shape=(n, n))
         return cls(cf, float(meta["weight"]), float(meta["confidence"]), meta["fusion"], meta["user_model"],
-                   float(meta["halflife"]), info)
+                   float(meta["halflife"]), info, neighbours, float(meta.get("bridge", 0.0)))
 
 
 # -------------------------------------------------------------------------------------------- selection
@@ -294,9 +365,14 @@ def ndcg_at(scores: np.ndarray, targets: Sequence[np.ndarray], exclude: Sequence
 
 def select_weight(dense: np.ndarray, collab: np.ndarray, trust: np.ndarray, targets: Sequence[np.ndarray],
                   exclude: Sequence[np.ndarray], weights: Sequence[float], fusion: str = "weighted",
-                  k: int = 10) -> tuple[float, dict[float, float]]:
-    """The fusion weight with the best mean validation NDCG@k (ties: the smaller weight) and the grid."""
-    grid = {float(w): float(np.nanmean(ndcg_at(fuse(dense, collab, float(w), trust, fusion), targets, exclude, k)))
-            for w in sorted(set(weights))}
+                  k: int = 10, bridged: np.ndarray | None = None, bridge_weight: float = 0.0,
+                  vary: str = "weight") -> tuple[float, dict[float, float]]:
+    """The weight (``vary="weight"``: ``w``; ``"bridge"``: the bridge weight) with the best mean validation
+    NDCG@k (ties: the smaller weight) and the grid."""
+    def run(v: float) -> float:
+        w, g = (v, bridge_weight) if vary == "weight" else (0.0, v)
+        return float(np.nanmean(ndcg_at(fuse(dense, collab, w, trust, fusion, bridged, g), targets, exclude, k)))
+
+    grid = {float(w): run(float(w)) for w in sorted(set(weights))}
     best = max(grid, key=lambda w: (grid[w], -w))
     return best, grid

@@ -564,7 +564,15 @@ def fit_hybrid(run_dir: str | Path) -> dict:
         The ``hybrid.json`` record.
     """
     from recsys_llm.encoder.user_pooling import encode_histories, fit_pooling
-    from recsys_llm.hybrid import HybridModel, fit_collaborative, item_trust, select_weight
+    from recsys_llm.hybrid import (
+        HybridModel,
+        bridge_scores,
+        fit_collaborative,
+        item_trust,
+        ndcg_at,
+        select_weight,
+        text_neighbours,
+    )
 
     ctx = Context.load(run_dir)
     cfg, hc, split = ctx.cfg, ctx.cfg.hybrid, ctx.split
@@ -589,31 +597,63 @@ def fit_hybrid(run_dir: str | Path) -> dict:
                 "pooling": encode_histories(pool, item_emb, vhist)}
     cf = None if hc.cf_model == "none" else fit_collaborative(hc.cf_model, split.train, split.n_users, split.n_items)
     halflives = [0.0] if cf is None else sorted({float(h) for h in hc.cf_halflives})
-    trust = np.zeros(split.n_items, np.float32) if cf is None else item_trust(cf.counts, hc.cf_confidence, split.n_items)
-    grids: dict[str, dict[str, dict[float, float]]] = {}  # user model -> half-life -> weight -> NDCG@10
-    best: dict[str, tuple[float, float, float]] = {}  # user model -> (NDCG@10, half-life, weight)
+    confidences = sorted({float(c) for c in hc.cf_confidences})
+    bridge_grid = sorted({float(g) for g in hc.bridge_weights})
+    neighbours = None
+    if cf is not None and max(bridge_grid) > 0:
+        neighbours = text_neighbours(item_emb, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
+    no_trust = np.zeros(split.n_items, np.float32)
+    # the cold-item slice ranks a user's item among the cold items only; the bridge is chosen the same way:
+    # every item treated as cold, the validation item ranked among a fixed seeded sample of the catalog
+    # (as many as the cold items, at least 10%) plus itself
+    n_pool = max(len(split.cold_items), split.n_items // 10, 1)
+    pool_items = np.random.default_rng(hc.seed).choice(warm_items, min(n_pool, len(warm_items)), replace=False)
+    cold_excl = [np.union1d(h, np.setdiff1d(np.arange(split.n_items), np.union1d(pool_items, t)))
+                 for h, t in zip(vhist, vtg, strict=True)]
+    grids: dict = {}  # user model -> half-life -> confidence -> weight -> NDCG@10 (warm validation)
+    cold_grids: dict = {}  # user model -> half-life -> bridge weight -> NDCG@10 (every item treated as cold)
+    best: dict[str, dict] = {}
     for name, u in users_by.items():
         dense = u @ item_emb.T  # (users, items)
-        grids[name] = {}
+        grids[name], cold_grids[name] = {}, {}
+        if cf is None:
+            v = float(np.nanmean(ndcg_at(dense, vtg, vhist)))
+            grids[name]["0.0"] = {"0.0": {0.0: v}}
+            best[name] = {"ndcg@10": v, "halflife": 0.0, "weight": 0.0, "confidence": 0.0, "bridge": 0.0}
+            continue
         for hl in halflives:
-            collab = dense if cf is None else cf.score(vhist, halflife=hl)
-            w, grid = select_weight(dense, collab, trust, vtg, vhist, [0.0] if cf is None else hc.weights, hc.fusion)
-            grids[name][str(hl)] = grid
-            if name not in best or grid[w] > best[name][0]:
-                best[name] = (grid[w], hl, w)
-    user_model = hc.user_model if hc.user_model != "auto" else max(best, key=lambda n: best[n][0])
-    score, halflife, weight = best[user_model]
+            collab = cf.score(vhist, halflife=hl)
+            bridged = None if neighbours is None else bridge_scores(neighbours, collab)
+            g, cold = select_weight(dense, collab, no_trust, vtg, cold_excl, bridge_grid, hc.fusion, bridged=bridged,
+                                    vary="bridge")  # all items cold: text + bridge only
+            cold_grids[name][str(hl)] = cold
+            grids[name][str(hl)] = {}
+            for c in confidences:
+                trust = item_trust(cf.counts, c, split.n_items)
+                w, grid = select_weight(dense, collab, trust, vtg, vhist, hc.weights, hc.fusion, bridged=bridged,
+                                        bridge_weight=g)
+                grids[name][str(hl)][str(c)] = grid
+                if name not in best or grid[w] > best[name]["ndcg@10"]:
+                    best[name] = {"ndcg@10": grid[w], "halflife": hl, "weight": w, "confidence": c, "bridge": g,
+                                  "cold_ndcg@10": cold[g], "cold_text_only": cold[min(cold)]}
+    user_model = hc.user_model if hc.user_model != "auto" else max(best, key=lambda n: best[n]["ndcg@10"])
+    b = best[user_model]
     info = {"valid_users": len(vusers), "chosen_by": "config" if hc.user_model != "auto" else "validation",
-            "valid_ndcg@10": {n: {hl: {str(w): v for w, v in g.items()} for hl, g in by_hl.items()}
-                              for n, by_hl in grids.items()},
-            "best": {n: {"ndcg@10": b[0], "halflife": b[1], "weight": b[2]} for n, b in best.items()},
-            "pooling": pool_info, "embeddings": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]}
-    model = HybridModel(cf, weight, hc.cf_confidence, hc.fusion, user_model, halflife, info)
+            "valid_ndcg@10": {n: {hl: {c: {str(w): v for w, v in g.items()} for c, g in by_c.items()}
+                                  for hl, by_c in by_hl.items()} for n, by_hl in grids.items()},
+            "cold_sim_ndcg@10": {n: {hl: {str(g): v for g, v in gr.items()} for hl, gr in by_hl.items()}
+                                 for n, by_hl in cold_grids.items()},
+            "best": best, "pooling": pool_info, "embeddings": meta["encoder"],
+            "data_fingerprint": meta["data_fingerprint"]}
+    model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
+                        neighbours if b["bridge"] > 0 else None, b["bridge"])
     model.save(ctx.run.hybrid)
-    text_only = grids[user_model][str(halflives[0])].get(0.0, float("nan"))
-    cf_only = grids[user_model][str(halflives[0])].get(1.0, float("nan"))
-    logger.info("hybrid: %s users, %s weight %.2f, half-life %g (validation NDCG@10 %.4f; text only %.4f, %s "
-                "only %.4f)", user_model, hc.cf_model, weight, halflife, score, text_only, hc.cf_model, cf_only)
+    plain = grids[user_model][str(halflives[0])][str(confidences[0])] if cf is not None else {}
+    score, halflife, weight = b["ndcg@10"], b["halflife"], b["weight"]
+    text_only, cf_only = plain.get(0.0, float("nan")), plain.get(1.0, float("nan"))
+    logger.info("hybrid: %s users, %s weight %.2f, half-life %g, confidence %g, bridge %.2f (validation NDCG@10 "
+                "%.4f; text only %.4f, plain %s only %.4f)", user_model, hc.cf_model, weight, halflife, b["confidence"],
+                b["bridge"], score, text_only, hc.cf_model, cf_only)
     return load_json(ctx.run.hybrid / "hybrid.json")
 
 

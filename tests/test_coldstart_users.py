@@ -24,9 +24,11 @@ def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
     assert meta["user_model"] in ("text", "pooling") and meta["chosen_by"] == "validation"
     grids = meta["valid_ndcg@10"]
     assert set(grids) == {"text", "pooling"} and set(grids["text"]) == {"0.0", "5.0"}
-    best = max((v, um, float(hl), float(w)) for um, by in grids.items() for hl, g in by.items() for w, v in g.items())
-    chosen = grids[meta["user_model"]][str(meta["halflife"])][str(meta["weight"])]
-    assert chosen == pytest.approx(best[0])  # what was kept is the best validated setting
+    best = max(v for by_hl in grids.values() for by_c in by_hl.values() for g in by_c.values() for v in g.values())
+    chosen = grids[meta["user_model"]][str(meta["halflife"])][str(meta["confidence"])][str(meta["weight"])]
+    assert chosen == pytest.approx(best)  # what was kept is the best validated setting
+    cold = meta["cold_sim_ndcg@10"][meta["user_model"]][str(meta["halflife"])]
+    assert cold[str(meta["bridge"])] == pytest.approx(max(cold.values()))  # and the bridge its best
     assert meta["pooling"]["steps"] == 20 and meta["valid_users"] > 0
     for f in ("collaborative.safetensors", "user_pooling.safetensors", "user_pooling.json"):
         assert (tiny_run / "hybrid" / f).exists()

@@ -118,10 +118,17 @@ def test_select_weight_finds_the_planted_mix():
 
 def test_hybrid_model_round_trip(tmp_path):
     cf = fit_collaborative("itemknn", _train(), 60, 25)
-    model = HybridModel(cf, 0.3, 10.0, "rrf", "pooling", 5.0, {"valid_users": 7})
+    from recsys_llm.hybrid import text_neighbours
+
+    emb = np.random.default_rng(0).normal(size=(25, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    model = HybridModel(cf, 0.3, 10.0, "rrf", "pooling", 5.0, {"valid_users": 7},
+                        text_neighbours(emb, cf.counts, k=5), 0.4)
     model.save(tmp_path)
     back = HybridModel.load(tmp_path)
-    assert (back.weight, back.confidence, back.fusion, back.user_model, back.halflife) == (0.3, 10.0, "rrf", "pooling", 5.0)
+    assert (back.weight, back.confidence, back.fusion, back.user_model, back.halflife, back.bridge) == (
+        0.3, 10.0, "rrf", "pooling", 5.0, 0.4)
+    assert (back.neighbours != model.neighbours).nnz == 0
     assert back.info == {"valid_users": 7} and back.cf.name == "itemknn"
     dense = np.random.default_rng(0).normal(size=(3, 25)).astype(np.float32)
     hist = [np.array([0, 2]), np.array([1]), np.array([4, 6, 8])]
@@ -141,3 +148,36 @@ def test_paired_ratio_interval():
     r = paired_ratio(2.0 * b + rng.normal(0, 0.05, 400), b)
     assert 1.9 < r.low < r.mean < r.high < 2.1
     assert np.isnan(paired_ratio(b, np.zeros(400)).mean)
+
+
+def test_text_neighbours_exclude_self_and_items_without_evidence():
+    from recsys_llm.hybrid import text_neighbours
+
+    emb = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2]]  # items 0,1 identical; 2,3 identical; 4 alone
+    emb[1] += 0.01
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    counts = np.array([5, 5, 5, 0, 5])  # item 3 has no interactions: never a donor
+    n = text_neighbours(emb, counts, k=2, temperature=0.05, chunk=2).toarray()
+    np.testing.assert_allclose(n.sum(axis=1), 1.0, rtol=1e-5)
+    assert (np.diag(n) == 0).all() and (n[:, 3] == 0).all()
+    assert n[0].argmax() == 1 and n[1].argmax() == 0 and n[3].argmax() == 2  # the cold item borrows from its twin
+    assert text_neighbours(emb, np.zeros(5), k=3).nnz == 0
+
+
+def test_bridge_lends_collaborative_signal_to_items_without_it():
+    from recsys_llm.hybrid import bridge_scores
+
+    dense = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)  # text cannot tell items 2 and 3 apart
+    collab = np.array([[3.0, -1.0, 0.0, 0.0]], dtype=np.float32)  # items 2, 3 are cold: no column
+    neighbours = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]], np.float32))
+    b = bridge_scores(neighbours, collab)
+    np.testing.assert_allclose(b[0], [zscore_rows(collab)[0, 1], *zscore_rows(collab)[0, [0, 0, 1]]], rtol=1e-6)
+    trust = np.array([1.0, 1.0, 0.0, 0.0], dtype=np.float32)
+    fused = fuse(dense, collab, 0.5, trust, bridged=b, bridge_weight=0.5)
+    zd, zc, zb = zscore_rows(dense)[0], zscore_rows(collab)[0], zscore_rows(b)[0]  # every part standardised
+    np.testing.assert_allclose(fused[0], [0.5 * zd[0] + 0.5 * zc[0], 0.5 * zd[1] + 0.5 * zc[1],
+                                          0.5 * zd[2] + 0.5 * zb[2], 0.5 * zd[3] + 0.5 * zb[3]], rtol=1e-5)
+    assert fused[0, 2] > fused[0, 3]  # item 2's neighbour (item 0) is liked: it wins the tie text left
+    model = HybridModel(CollaborativeScorer(sp.csr_matrix(np.eye(4, dtype=np.float32)), np.array([3, 3, 0, 0]), "x"),
+                        0.5, 0.0, neighbours=neighbours, bridge=0.5)
+    assert model.bridge_scores(collab).shape == (1, 4)
