@@ -111,6 +111,13 @@ def check_embeddings(ctx: Context, items: np.ndarray, users: np.ndarray, meta: d
                          + ". Rerun `recsys-llm embed` (and the stages after it)")
 
 
+def _constant_over(fn: ScoreFn, users: np.ndarray, cand: np.ndarray, n: int = 256) -> bool:
+    """True when ``fn`` gives every candidate the same score for (a sample of) the users: an ID-based model on
+    cold items, which the report then labels instead of letting its random tie order pass as a result."""
+    s = fn(users[:n])[:, np.asarray(cand, dtype=np.int64)]
+    return bool(np.all(s.max(axis=1) - s.min(axis=1) <= 1e-9))
+
+
 def tie_order(n_items: int, seed: int) -> np.ndarray:
     """A seeded random permutation of the catalog used to break score ties.
 
@@ -207,6 +214,7 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
         seen = [known[u] for u in users]
         cand = slice_candidates(ctx, slice_name)
         ranked: dict[str, np.ndarray] = {}
+        blind = {key for key, fn in fns.items() if cand is not None and _constant_over(fn, users, cand)}
         if sampled:
             pools = sampled_pools(users, tg, seen, ctx.split.n_items, cfg.eval.sampled_negatives, cand,
                                   cfg.eval.seed)
@@ -235,7 +243,9 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
                 metrics[f"ILD@{k0}"] = float(np.nanmean(M.intra_list_diversity(top, item_emb, k0)))
             metrics["users"] = len(users)
             name = _display(key)
-            rows.append(ResultRow(name, slice_name, metrics, note="sampled" if sampled else "",
+            note = "; ".join(filter(None, ["sampled" if sampled else "",
+                                           "scores every candidate alike: random order" if key in blind else ""]))
+            rows.append(ResultRow(name, slice_name, metrics, note=note,
                                   ci={n: [c.low, c.high] for n, c in ci.items()}))
             for metric in curves:
                 curves[metric].setdefault(name, {})[slice_name] = metric_curve(r, tg, metric, curve_ks)

@@ -13,7 +13,8 @@ fuses the two with the weight and trust chosen on validation (:mod:`recsys_llm.h
 most recent items (``n >= 1``; ``n <= 3`` is the cold-user regime), ranked over the catalog with their full
 known history filtered (so the targets and exclusions are identical across ``n``).
 
-Each point is the mean NDCG@k over the slice's users with a 95% bootstrap interval.
+Each point is the mean NDCG@k over the slice's users with a 95% bootstrap interval (a seeded sample of
+``eval.max_users`` users when set).
 
 Example:
     >>> from recsys_llm.fewshot import few_shot_curves
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_llm.data.splits import histories
+from recsys_llm.pipeline import sample_users
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ def _item_side(ctx, counts: list[int], k: int) -> dict | None:
     if test.empty:
         logger.warning("item-side few-shot: no cold item has more than %d interactions; skipped", n_max)
         return None
-    users = np.unique(test["user"].to_numpy(dtype=np.int64))
+    users = sample_users(np.unique(test["user"].to_numpy(dtype=np.int64)), cfg.eval.max_users, cfg.eval.seed)
     tg_all = histories(test, split.n_users)
     tg = [tg_all[u] for u in users]
     known = ctx.known_histories()
@@ -151,7 +153,7 @@ def _item_side(ctx, counts: list[int], k: int) -> dict | None:
             ranked = rank_full(fn, np.arange(len(users)), hist, k, cand, perm)
             _add(out, name, _point(ranked, tg, k, cfg.eval.n_bootstrap, cfg.eval.seed), k)
         logger.info("item-side few-shot n=%d: hybrid NDCG@%d %.4f", n, k, out[MODEL_NAMES["hybrid"]][f"NDCG@{k}"][-1])
-    return {"counts": counts, "users": len(users), "targets": len(test), "items": int(test["item"].nunique()),
+    return {"counts": counts, "users": len(users), "targets": int(sum(len(t) for t in tg)), "items": int(test["item"].nunique()),
             "models": out}
 
 
@@ -170,6 +172,7 @@ def _user_side(ctx, counts: list[int], k: int) -> dict | None:
     known = ctx.known_histories()
     tg_all = targets(split.test, split.n_users)
     users = np.array([u for u, t in enumerate(tg_all) if len(t) and len(known[u]) >= n_max], dtype=np.int64)
+    users = sample_users(users, cfg.eval.max_users, cfg.eval.seed)
     if len(users) == 0:
         logger.warning("user-side few-shot: no test user has %d known items; skipped", n_max)
         return None

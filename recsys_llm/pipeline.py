@@ -399,6 +399,13 @@ def candidate_depth(cfg: PipelineConfig) -> int:
     return max(max(cfg.eval.ks), rerank_depth(cfg) if cfg.rerank.enabled else 0)
 
 
+def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A sorted seeded sample of ``n`` of ``users`` (all of them when ``n`` is 0 or not smaller)."""
+    if not n or len(users) <= n:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
+
+
 def slice_users(ctx: Context) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
     """Users of each slice and their held-out items; a seeded sample of ``eval.max_users`` when set."""
     cfg, split = ctx.cfg, ctx.split
@@ -411,9 +418,8 @@ def slice_users(ctx: Context) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
     }
     out = {}
     for name, tg in parts.items():
-        users = np.array([u for u, t in enumerate(tg) if len(t)], dtype=np.int64)
-        if cfg.eval.max_users and len(users) > cfg.eval.max_users:
-            users = np.sort(np.random.default_rng(cfg.eval.seed).choice(users, cfg.eval.max_users, replace=False))
+        users = sample_users(np.array([u for u, t in enumerate(tg) if len(t)], dtype=np.int64), cfg.eval.max_users,
+                             cfg.eval.seed)
         out[name] = (users, [tg[u] for u in users])
     return out
 
@@ -523,8 +529,7 @@ def train_reranker(run_dir: str | Path) -> None:
     if rc.eval_every > 0 or rc.select_on_valid:
         tg = targets(ctx.split.valid, ctx.split.n_users)
         vusers = np.array([u for u, t in enumerate(tg) if len(t) and len(train_hist[u])], dtype=np.int64)
-        if len(vusers) > rc.valid_users:
-            vusers = np.sort(np.random.default_rng(rc.seed).choice(vusers, rc.valid_users, replace=False))
+        vusers = sample_users(vusers, rc.valid_users, rc.seed)
         vtexts = [history_text(train_hist[u], ctx.titles, cfg.text.user_max_items) for u in vusers]
         vc = retrieve(index, encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False), vusers,
                       max(rerank_depth(cfg), 10), seen=[np.union1d(train_hist[u], extra) for u in vusers])
@@ -580,8 +585,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     train_hist = histories(split.train, split.n_users)
     tg = targets(split.valid, split.n_users)
     vusers = np.array([u for u, t in enumerate(tg) if len(t) and len(train_hist[u])], dtype=np.int64)
-    if hc.valid_users and len(vusers) > hc.valid_users:
-        vusers = np.sort(np.random.default_rng(hc.seed).choice(vusers, hc.valid_users, replace=False))
+    vusers = sample_users(vusers, hc.valid_users, hc.seed)
     if len(vusers) == 0:
         raise ValueError(f"{ctx.run.splits}: no user has both training and validation interactions, so the "
                          "hybrid cannot be validated; use a leave_last_out split or set hybrid.enabled=false")

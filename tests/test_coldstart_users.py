@@ -39,6 +39,10 @@ def test_report_has_hybrid_rows_ratios_and_few_shot_curves(tiny_run):
     rows = {(r["model"], r["slice"]): r["metrics"] for r in report["rows"]}
     cold_id = rows[("ID only (hybrid's collaborative part)", "cold-item")]
     assert cold_id["ARP@10"] == 0.0  # it can only rank cold items at random (all score 0)
+    notes = {(r["model"], r["slice"]): r["note"] for r in report["rows"]}
+    for m in ("EASE", "ItemKNN", "most popular", "ID only (hybrid's collaborative part)"):
+        assert "random order" in notes[(m, "cold-item")] and "random order" not in notes[(m, "warm")], m
+    assert "random order" not in notes[("hybrid (text + collaborative)", "cold-item")]
     pair = next(p for p in report["paired"] if p["model"] == "hybrid (text + collaborative)"
                 and p["baseline"] == "fine-tuned retrieval" and p["slice"] == "warm" and p["metric"] == "NDCG@10")
     a = rows[("hybrid (text + collaborative)", "warm")]["NDCG@10"]
