@@ -349,7 +349,8 @@ class HybridConfig:
         "Fit the user-pooling model and the collaborative fusion after `embed` (`recsys-llm hybrid`)."))
     user_model: str = field(default="auto", metadata=_help(
         "User representation of the hybrid and of new users: text (history rendered and encoded), pooling "
-        "(learned pooling over the history's item embeddings), or auto (the better on validation users)."))
+        "(learned pooling over the history's item embeddings), or auto (the better on validation users, warm and "
+        "all-items-cold counted equally)."))
     cf_model: str = field(default="ease", metadata=_help(
         "Collaborative source fused with dense retrieval: ease, itemknn, or none (text only)."))
     fusion: str = field(default="weighted", metadata=_help(

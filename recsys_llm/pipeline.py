@@ -561,7 +561,8 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     represented both ways, as text (history rendered and encoded) and pooled; (3) the collaborative model
     (``hybrid.cf_model``) is fitted on the training interactions; (4) for each user representation the fusion
     weight is chosen from ``hybrid.weights`` by validation NDCG@10 (:func:`recsys_llm.hybrid.select_weight`);
-    ``hybrid.user_model=auto`` keeps the representation whose best fused NDCG@10 is higher. The recency
+    ``hybrid.user_model=auto`` keeps the representation that is better over warm and cold validation together
+    (:func:`_better_user_model`). The recency
     half-life of the collaborative query is chosen the same way from ``hybrid.cf_halflives``. Writes
     ``<run>/hybrid/`` (``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*``).
 
@@ -640,7 +641,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
                 if name not in best or grid[w] > best[name]["ndcg@10"]:
                     best[name] = {"ndcg@10": grid[w], "halflife": hl, "weight": w, "confidence": c, "bridge": g,
                                   "cold_ndcg@10": cold[g], "cold_text_only": cold[min(cold)]}
-    user_model = hc.user_model if hc.user_model != "auto" else max(best, key=lambda n: best[n]["ndcg@10"])
+    user_model = hc.user_model if hc.user_model != "auto" else _better_user_model(best)
     b = best[user_model]
     info = {"valid_users": len(vusers), "chosen_by": "config" if hc.user_model != "auto" else "validation",
             "valid_ndcg@10": {n: {hl: {c: {str(w): v for w, v in g.items()} for c, g in by_c.items()}
@@ -659,6 +660,17 @@ def fit_hybrid(run_dir: str | Path) -> dict:
                 "%.4f; text only %.4f, plain %s only %.4f)", user_model, hc.cf_model, weight, halflife, b["confidence"],
                 b["bridge"], score, text_only, hc.cf_model, cf_only)
     return load_json(ctx.run.hybrid / "hybrid.json")
+
+
+def _better_user_model(best: dict[str, dict]) -> str:
+    """``hybrid.user_model=auto``: warm and cold count equally. Each representation scores its validation
+    NDCG@10 relative to the best representation, warm (the fused model) plus all-items-cold (text + bridge)."""
+    def rel(key: str) -> dict[str, float]:
+        top = max(b.get(key, 0.0) for b in best.values()) or 1.0
+        return {n: b.get(key, 0.0) / top for n, b in best.items()}
+
+    warm, cold = rel("ndcg@10"), rel("cold_ndcg@10")
+    return max(best, key=lambda n: (warm[n] + cold[n], warm[n]))
 
 
 def load_hybrid(run: RunDir):

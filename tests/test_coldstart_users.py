@@ -24,9 +24,13 @@ def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
     assert meta["user_model"] in ("text", "pooling") and meta["chosen_by"] == "validation"
     grids = meta["valid_ndcg@10"]
     assert set(grids) == {"text", "pooling"} and set(grids["text"]) == {"0.0", "5.0"}
-    best = max(v for by_hl in grids.values() for by_c in by_hl.values() for g in by_c.values() for v in g.values())
-    chosen = grids[meta["user_model"]][str(meta["halflife"])][str(meta["confidence"])][str(meta["weight"])]
-    assert chosen == pytest.approx(best)  # what was kept is the best validated setting
+    from recsys_llm.pipeline import _better_user_model
+
+    um = meta["user_model"]
+    best = max(v for by_c in grids[um].values() for g in by_c.values() for v in g.values())
+    chosen = grids[um][str(meta["halflife"])][str(meta["confidence"])][str(meta["weight"])]
+    assert chosen == pytest.approx(best)  # what was kept is the best validated setting of that user model
+    assert um == _better_user_model(meta["best"])  # and the user model the better over warm + cold
     cold = meta["cold_sim_ndcg@10"][meta["user_model"]][str(meta["halflife"])]
     assert cold[str(meta["bridge"])] == pytest.approx(max(cold.values()))  # and the bridge its best
     assert meta["pooling"]["steps"] == 20 and meta["valid_users"] > 0
@@ -140,3 +144,12 @@ def test_hybrid_cli_prints_the_choice(run, capsys):
     assert "hybrid: pooling users + itemknn" in out and "validation NDCG@10" in out
     meta = json.loads((run / "hybrid" / "hybrid.json").read_text())
     assert meta["user_model"] == "pooling" and meta["chosen_by"] == "config" and meta["cf_model"] == "itemknn"
+
+
+def test_auto_user_model_weighs_warm_and_cold_equally():
+    from recsys_llm.pipeline import _better_user_model
+
+    warm_only = {"text": {"ndcg@10": 0.072}, "pooling": {"ndcg@10": 0.070}}
+    assert _better_user_model(warm_only) == "text"
+    both = {"text": {"ndcg@10": 0.072, "cold_ndcg@10": 0.20}, "pooling": {"ndcg@10": 0.070, "cold_ndcg@10": 0.30}}
+    assert _better_user_model(both) == "pooling"  # 3% behind on warm, 50% ahead on cold
