@@ -68,6 +68,7 @@ def score_functions(ctx: Context) -> dict[str, ScoreFn]:
     query_hist = ctx.known_histories()  # what the model may use at test time: train + valid
     texts = ctx.item_texts()
     fns: dict[str, ScoreFn] = {}
+    finetuned = None
     for name in cfg.eval.baselines:
         t0 = time.perf_counter()
         model = make_baseline(name, seed=cfg.eval.seed).fit(split.train, split.n_users, split.n_items, texts)
@@ -78,12 +79,14 @@ def score_functions(ctx: Context) -> dict[str, ScoreFn]:
             items, users_emb, meta = load_embeddings(ctx.run, zero_shot=zero_shot)
             check_embeddings(ctx, items, users_emb, meta)
             fns[key] = (lambda users, i=items, u=users_emb: u[users] @ i.T)  # (b, n_items)
-    if (ctx.run.hybrid / "hybrid.json").exists() and ctx.run.embeddings().exists():
+            if not zero_shot:
+                finetuned = items, users_emb
+    if (ctx.run.hybrid / "hybrid.json").exists() and finetuned is not None:
         from recsys_llm.encoder.user_pooling import encode_histories
         from recsys_llm.pipeline import load_hybrid
 
         hybrid, pool = load_hybrid(ctx.run)
-        items, text_users, _ = load_embeddings(ctx.run)
+        items, text_users = finetuned
         pooled = encode_histories(pool, items, query_hist)  # (n_users, d)
         dense_users = pooled if hybrid.user_model == "pooling" else text_users
         fns["pooling"] = (lambda users: pooled[users] @ items.T)

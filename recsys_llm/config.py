@@ -354,8 +354,8 @@ class HybridConfig:
     cf_model: str = field(default="ease", metadata=_help(
         "Collaborative source fused with dense retrieval: ease, itemknn, or none (text only)."))
     fusion: str = field(default="weighted", metadata=_help(
-        "weighted: (1-w) z(dense) + w z(collaborative), z-scored per user over the catalog; rrf: reciprocal-"
-        "rank fusion with the same weight on the collaborative ranks."))
+        "weighted: (1-w_i) z(dense) + w_i z(collaborative) with w_i = w n_i/(n_i+c) per item, z-scored per user "
+        "over the catalog (see recsys_llm.hybrid); rrf: the same weights on reciprocal ranks."))
     weights: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
                                  metadata=_help("Fusion weights tried on validation users; the best is kept."))
     cf_halflives: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0, 40.0], metadata=_help(

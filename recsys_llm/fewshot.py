@@ -97,19 +97,16 @@ def few_shot_curves(ctx, counts: Sequence[int] | None = None, k: int = 10) -> di
         {"NDCG@k": [...], "low": [...], "high": [...]}}}``; a side is ``None`` when the run cannot support it
         (no cold items / no user with enough history).
     """
-    counts = sorted(set(ctx.cfg.hybrid.few_shot if counts is None else counts))
-    return {"item": _item_side(ctx, counts, k), "user": _user_side(ctx, [c for c in counts if c >= 1], k)}
-
-
-def _models(ctx):
     from recsys_llm.pipeline import load_embeddings, load_hybrid
 
+    counts = sorted(set(ctx.cfg.hybrid.few_shot if counts is None else counts))
     items, text_users, _ = load_embeddings(ctx.run)
-    hybrid, pool = load_hybrid(ctx.run)
-    return items, text_users, hybrid, pool
+    models = (items, text_users, *load_hybrid(ctx.run))
+    return {"item": _item_side(ctx, models, counts, k),
+            "user": _user_side(ctx, models, [c for c in counts if c >= 1], k)}
 
 
-def _item_side(ctx, counts: list[int], k: int) -> dict | None:
+def _item_side(ctx, models: tuple, counts: list[int], k: int) -> dict | None:
     from recsys_llm.classic import make_baseline
     from recsys_llm.compare import rank_full, tie_order
     from recsys_llm.encoder.user_pooling import encode_histories
@@ -128,7 +125,7 @@ def _item_side(ctx, counts: list[int], k: int) -> dict | None:
     tg_all = histories(test, split.n_users)
     tg = [tg_all[u] for u in users]
     known = ctx.known_histories()
-    items, text_users, hybrid, pool = _models(ctx)
+    items, text_users, hybrid, pool = models
     pooled = encode_histories(pool, items, [known[u] for u in users])  # (users, d): no cold item inside
     perm = tie_order(split.n_items, cfg.eval.seed)
     texts = ctx.item_texts()
@@ -157,7 +154,7 @@ def _item_side(ctx, counts: list[int], k: int) -> dict | None:
             "models": out}
 
 
-def _user_side(ctx, counts: list[int], k: int) -> dict | None:
+def _user_side(ctx, models: tuple, counts: list[int], k: int) -> dict | None:
     from recsys_llm.classic import make_baseline
     from recsys_llm.compare import rank_full, tie_order
     from recsys_llm.data.splits import targets
@@ -178,7 +175,7 @@ def _user_side(ctx, counts: list[int], k: int) -> dict | None:
         return None
     tg = [tg_all[u] for u in users]
     seen = [known[u] for u in users]
-    items, _, hybrid, pool = _models(ctx)
+    items, _, hybrid, pool = models
     encoder = load_encoder(ctx.run, cfg.train.device)
     perm = tie_order(split.n_items, cfg.eval.seed)
     texts = ctx.item_texts()

@@ -13,14 +13,16 @@ item-item matrix from EASE or ItemKNN fitted on the training interactions)::
 
 ``z`` standardises a row over the catalog; ``n_i`` is item ``i``'s number of training interactions. Each item
 mixes the two opinions by how much collaborative evidence it has: an item nobody touched (a cold item, or one
-added with ``coldstart add-items``) has ``w_i = 0`` and is scored by its text alone, on the same standardised
-scale as every other item, so it can be recommended the moment it exists, whatever ``w``. A user whose
+added with ``coldstart add-items``) has ``a_i = 0`` and is scored by its text (and, with the bridge, its
+neighbours' borrowed score), on the same standardised scale as every other item, so it can be recommended the
+moment it exists, whatever ``w``. A user whose
 collaborative row is constant (no known items, a text-only new user) gets ``a_i = g_i = 0`` everywhere: pure
 text. The *bridge* ``b`` carries collaborative signal to items without it: an item's borrowed score is what the
 collaborative model thinks of its nearest neighbours in the fine-tuned text space (its own column excluded),
-so a cold item liked-by-description also inherits "users like you liked items like this". ``w`` is chosen on
-validation users (:func:`select_weight`), with the recency half-life of ``x_u``; ``w = 0`` is text only, ``w = 1`` the collaborative model alone
-(which scores cold items 0).
+so a cold item liked-by-description also inherits "users like you liked items like this". ``w``, the
+confidence, the bridge weight and the recency half-life of ``x_u`` are chosen on validation users
+(:func:`select_weight`); ``w = 0`` is text only, ``w = 1`` (with confidence 0) the collaborative model alone on
+every item it has evidence for.
 
 The item-item matrix is stored sparse, the ``keep`` largest entries of each column (EASE's dense ``B`` would
 be ``n_items^2`` floats), as ``collaborative.safetensors`` + ``hybrid.json`` in ``<run>/hybrid/``; what is

@@ -193,10 +193,7 @@ def finetune(run_dir: str | Path, resume: bool = False) -> None:
     valid = None
     if cfg.train.eval_every > 0:
         train_hist = histories(ctx.split.train, ctx.split.n_users)
-        tg = targets(ctx.split.valid, ctx.split.n_users)
-        users = [u for u, t in enumerate(tg) if len(t) and len(train_hist[u])]
-        if cfg.eval.max_users and len(users) > cfg.eval.max_users:
-            users = sorted(np.random.default_rng(cfg.eval.seed).choice(users, cfg.eval.max_users, replace=False))
+        users, tg = validation_users(ctx.split, train_hist, cfg.eval.max_users, cfg.eval.seed)
         valid = ValidationSet([history_text(train_hist[u], ctx.titles, cfg.text.user_max_items) for u in users],
                               [tg[u] for u in users], seen=[train_hist[u] for u in users])
         logger.info("validating on %d users every %d steps", len(users), cfg.train.eval_every)
@@ -406,6 +403,15 @@ def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
 
 
+def validation_users(split: Split, train_hist: list[np.ndarray], n: int, seed: int
+                     ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Users with a validation item and a training history (a seeded sample of ``n``, 0 = all), and every
+    user's validation targets: what the reranker and the hybrid validate on."""
+    tg = targets(split.valid, split.n_users)
+    users = np.array([u for u, t in enumerate(tg) if len(t) and len(train_hist[u])], dtype=np.int64)
+    return sample_users(users, n, seed), tg
+
+
 def slice_users(ctx: Context) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
     """Users of each slice and their held-out items; a seeded sample of ``eval.max_users`` when set."""
     cfg, split = ctx.cfg, ctx.split
@@ -527,9 +533,7 @@ def train_reranker(run_dir: str | Path) -> None:
     logger.info("%d rerank training examples from %d users", len(texts), len(set(users.tolist())))
     valid = None
     if rc.eval_every > 0 or rc.select_on_valid:
-        tg = targets(ctx.split.valid, ctx.split.n_users)
-        vusers = np.array([u for u, t in enumerate(tg) if len(t) and len(train_hist[u])], dtype=np.int64)
-        vusers = sample_users(vusers, rc.valid_users, rc.seed)
+        vusers, tg = validation_users(ctx.split, train_hist, rc.valid_users, rc.seed)
         vtexts = [history_text(train_hist[u], ctx.titles, cfg.text.user_max_items) for u in vusers]
         vc = retrieve(index, encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False), vusers,
                       max(rerank_depth(cfg), 10), seen=[np.union1d(train_hist[u], extra) for u in vusers])
@@ -584,9 +588,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     cfg, hc, split = ctx.cfg, ctx.cfg.hybrid, ctx.split
     item_emb, _, meta = load_embeddings(ctx.run)
     train_hist = histories(split.train, split.n_users)
-    tg = targets(split.valid, split.n_users)
-    vusers = np.array([u for u, t in enumerate(tg) if len(t) and len(train_hist[u])], dtype=np.int64)
-    vusers = sample_users(vusers, hc.valid_users, hc.seed)
+    vusers, tg = validation_users(split, train_hist, hc.valid_users, hc.seed)
     if len(vusers) == 0:
         raise ValueError(f"{ctx.run.splits}: no user has both training and validation interactions, so the "
                          "hybrid cannot be validated; use a leave_last_out split or set hybrid.enabled=false")
