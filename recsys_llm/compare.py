@@ -260,7 +260,7 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
     protocol = _protocol_text(ctx, sampled)
     timings = _load_timings(ctx)
     timings["evaluate"] = round(time.perf_counter() - t_start, 2)
-    extra = {
+    extra: dict[str, Any] = {
         "protocol": {"description": protocol, "ranking": "sampled" if sampled else "full",
                      "sampled_negatives": cfg.eval.sampled_negatives},
         "split": ctx.split.summary(),

@@ -423,7 +423,7 @@ class PipelineConfig:
         unknown = set(d) - set(known)
         if unknown:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: {sorted(known)}")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name, f in known.items():
             sub_cls = f.default_factory  # type: ignore[misc]
             kwargs[name] = section_from_dict(sub_cls, d.get(name, {}), name)  # type: ignore[arg-type]

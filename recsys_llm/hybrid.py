@@ -172,12 +172,14 @@ def fit_collaborative(name: str, train: pd.DataFrame, n_users: int, n_items: int
     Raises:
         ValueError: unknown ``name``; the model's own input checks (ids out of range, ...).
     """
-    from recsys_llm.classic import make_baseline
+    from recsys_llm.classic import EASE, ItemKNN
 
     if name not in CF_MODELS:
         raise ValueError(f"unknown collaborative model {name!r}; choose one of {', '.join(CF_MODELS)}")
-    model = make_baseline(name).fit(train, n_users, n_items)
-    raw = model.weights_ if name == "ease" else model.similarity_  # (items, items) S[h, i]
+    if name == "ease":
+        raw = EASE().fit(train, n_users, n_items).weights_  # (items, items) S[h, i]
+    else:
+        raw = ItemKNN().fit(train, n_users, n_items).similarity_
     counts = np.bincount(train["item"].to_numpy(dtype=np.int64), minlength=n_items)[:n_items]
     matrix = _prune_columns(raw, keep)
     logger.info("collaborative %s: %d x %d, %d entries kept (<= %d per item)", name, n_items, n_items,
@@ -270,13 +272,11 @@ def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray
         raise ValueError(f"unknown fusion {fusion!r}; choose weighted or rrf")
     flat = collab.std(axis=1, keepdims=True) <= 1e-12  # (b, 1): no collaborative evidence: text only
     a = np.where(flat, 0.0, weight * trust[None, :]).astype(np.float32)  # (b, n) own evidence
-    use_bridge = bridged is not None and bridge_weight > 0
-    g = np.where(flat, 0.0, bridge_weight * (1.0 - trust[None, :])).astype(np.float32) if use_bridge else 0.0
     part = zscore_rows if fusion == "weighted" else (lambda x: 1.0 / (RRF_K + _ranks(x)))
-    out = (1.0 - a - g) * part(dense) + a * part(collab)
-    if use_bridge:
-        out += g * part(bridged)
-    return out.astype(np.float32)
+    if bridged is None or bridge_weight == 0:
+        return ((1.0 - a) * part(dense) + a * part(collab)).astype(np.float32)
+    g = np.where(flat, 0.0, bridge_weight * (1.0 - trust[None, :])).astype(np.float32)  # (b, n) borrowed
+    return ((1.0 - a - g) * part(dense) + a * part(collab) + g * part(bridged)).astype(np.float32)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,12 @@ from recsys_llm.pipeline import (
 )
 from recsys_llm.rerank.explain import because
 from recsys_llm.text.templates import history_text, item_texts
+
+if TYPE_CHECKING:
+    from recsys_llm.encoder.model import TwoTowerEncoder
+    from recsys_llm.encoder.user_pooling import PoolingUserModel
+    from recsys_llm.hybrid import HybridModel
+    from recsys_llm.index.base import VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +66,10 @@ class Server:
     ctx: Context
     catalog: pd.DataFrame
     vectors: np.ndarray
-    index: object
-    encoder: object
-    hybrid: object | None
-    pool: object | None
+    index: VectorIndex
+    encoder: TwoTowerEncoder
+    hybrid: HybridModel | None
+    pool: PoolingUserModel | None
 
     @classmethod
     def load(cls, run_dir: str | Path, use_hybrid: bool = True) -> Server:
@@ -86,7 +93,7 @@ class Server:
         text = (text or "").strip()
         if not len(history) and not text:
             raise ValueError("a user needs at least one known item or a text describing their taste")
-        if self.hybrid is not None and self.hybrid.user_model == "pooling" and len(history):
+        if self.hybrid is not None and self.pool is not None and self.hybrid.user_model == "pooling" and len(history):
             from recsys_llm.encoder.user_pooling import encode_histories
 
             u = encode_histories(self.pool, self.vectors, [history])
