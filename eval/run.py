@@ -19,7 +19,7 @@ from pathlib import Path
 
 from recsys_llm import pipeline
 from recsys_llm.config import PipelineConfig
-from recsys_llm.evaluate import format_table
+from recsys_llm.report.tables import format_table
 
 HERE = Path(__file__).resolve().parent
 RECIPES = {

@@ -463,3 +463,18 @@ def section_from_dict(cls: type[T], d: dict[str, Any], section: str) -> T:
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in config section {section!r}; known: {sorted(names)}")
     return cls(**d)
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.max_steps=10", "text.item_template=title"]`` -> dotted overrides (values parsed as JSON, else
+    kept as the raw string)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {pair!r}: use SECTION.FIELD=VALUE, e.g. --set train.max_steps=20")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out

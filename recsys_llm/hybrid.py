@@ -359,7 +359,7 @@ def ndcg_at(scores: np.ndarray, targets: Sequence[np.ndarray], exclude: Sequence
             k: int = 10) -> np.ndarray:
     """Per-user NDCG@k of a full ranking of ``scores`` rows with ``exclude`` filtered."""
     from recsys_llm.baselines import rank_items
-    from recsys_llm.evaluate import per_user_metrics
+    from recsys_llm.report.measures import per_user_metrics  # temporary: the model-layer scorer replaces it
 
     ranked = rank_items(np.ascontiguousarray(scores, dtype=np.float32), k, seen=list(exclude))[1]
     return per_user_metrics(ranked, list(targets), [k])[f"NDCG@{k}"]

@@ -12,16 +12,8 @@ import pytest
 
 from recsys_llm import baselines
 from recsys_llm.baselines import popularity_scores, rank_items
-from recsys_llm.evaluate import (
-    METRICS,
-    ResultRow,
-    evaluate_ranked,
-    format_table,
-    load_report,
-    metric_names,
-    report_rows,
-    write_report,
-)
+from recsys_llm.report.measures import METRICS, evaluate_ranked, metric_names
+from recsys_llm.report.tables import ResultRow, format_table, load_report, report_rows, write_report
 
 L2 = 1 / math.log2(3)  # discount of rank 2
 
