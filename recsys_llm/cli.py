@@ -22,6 +22,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from recsys_llm import __version__  # noqa: E402
+from recsys_llm.config import parse_overrides  # noqa: E402
 
 logger = logging.getLogger("recsys_llm")
 
@@ -30,16 +31,7 @@ DEFAULT_RUN_DIR = "runs/demo"
 
 def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
     """``["train.max_steps=10", "text.item_template=title"]`` -> dotted overrides (values parsed as JSON)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or "." not in key:
-            raise ValueError(f"--set {pair!r}: use SECTION.FIELD=VALUE, e.g. --set train.max_steps=20")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+    return parse_overrides(pairs)
 
 
 def _apply_overrides(run_dir: str, pairs: Sequence[str]) -> None:
