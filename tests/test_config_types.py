@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from recsys_llm.cli import _parse_set, main
+from recsys_llm.cli import commands, main
 from recsys_llm.config import (
     MILVUS_TOKEN_ENV,
     SECTIONS,
@@ -253,7 +253,8 @@ def test_malformed_set_pairs_are_clear_errors(tmp_path, capsys, pair, message):
 
 def test_cli_uses_the_one_parser():
     pairs = ["train.max_steps=10", "eval.ks=[5,10]", "index.factory=HNSW32", "data.path=null"]
-    assert _parse_set(pairs) == parse_overrides(pairs) == {
+    assert commands.parse_overrides is parse_overrides
+    assert parse_overrides(pairs) == {
         "train.max_steps": 10, "eval.ks": [5, 10], "index.factory": "HNSW32", "data.path": None}
     assert parse_overrides(["train.max_steps=1", "train.max_steps=2"]) == {"train.max_steps": 2}
 
