@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from recsys_llm import lineage
 from recsys_llm.config import PipelineConfig
 from recsys_llm.data.schema import Dataset
 from recsys_llm.data.splits import Split, test_histories
@@ -181,15 +182,20 @@ def record_time(run: RunDir, stage: str, seconds: float) -> None:
 
 
 def timed(stage: str) -> Callable[[F], F]:
-    """Decorate ``fn(run_dir, ...)`` so its wall time lands in ``timings.json`` (``-zeroshot`` for zero-shot
+    """Decorate a stage ``fn(run_dir, ...)``: refuse stale inputs, then record its wall time in ``timings.json``
+    and what it was made from in ``lineage.json`` (:mod:`recsys_llm.lineage`; ``-zeroshot`` for zero-shot
     embeddings)."""
     def deco(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(run_dir, *args, **kwargs):
+            name = f"{stage}-zeroshot" if kwargs.get("zero_shot") else stage
+            root = Path(run_dir)
+            lineage.require_fresh(root, lineage.INPUTS.get(name, ()))
+            inputs = lineage.input_versions(root, name)
             t0 = time.perf_counter()
             out = fn(run_dir, *args, **kwargs)
-            name = f"{stage}-zeroshot" if kwargs.get("zero_shot") else stage
-            record_time(RunDir(Path(run_dir)), name, time.perf_counter() - t0)
+            record_time(RunDir(root), name, time.perf_counter() - t0)
+            lineage.record(root, name, inputs)
             return out
 
         return wrapper  # type: ignore[return-value]

@@ -109,6 +109,12 @@ def test_embeddings_from_another_encoder_are_refused(run, capsys):
     meta_path.write_text(json.dumps(meta))
     assert main(["index", "query", "--run-dir", str(run), "--user", "u1"]) == 2
     err = capsys.readouterr().err
+    # the fingerprint chain sees embeddings.json changed under the index (lineage.json), the index itself sees
+    # another encoder: either way the message names the stage to rerun
+    assert "rerun `recsys-llm index build" in err and "stale" in err
+    (run / "lineage.json").unlink()  # a run from before the chain: the index's own metadata check remains
+    assert main(["index", "query", "--run-dir", str(run), "--user", "u1"]) == 2
+    err = capsys.readouterr().err
     assert "built for other embeddings" in err and "adapter_sha256" in err and "index build" in err
     meta["dim"] = 999
     meta_path.write_text(json.dumps(meta))

@@ -107,3 +107,25 @@ def test_info_prints_the_served_configuration(served_run, capsys):
     out = capsys.readouterr().out
     served = ServedConfig.load(artifacts.RunDir(served_run))
     assert served.label in out and "chosen on validation" in out and "select" in out
+
+
+def test_a_run_prepared_again_on_other_data_refuses_to_serve(served_run, tmp_path, capsys):
+    """Re-running `prepare` with another catalogue makes every later artifact stale: `recommend` and the stages
+    refuse, naming the stage to rerun, and `info` lists the stale stages."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(served_run, run)
+    inter, items = write_generic(make_synthetic_dataset(n_users=20, n_items=12, seed=1), tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    assert main(["prepare", "--run-dir", str(run), "--dataset", "generic", "--path", str(inter), "--items-path",
+                 str(items), "--set", f"encoder.backbone={config['encoder']['backbone']}"]) == 0
+    capsys.readouterr()
+    assert main(["recommend", "--run-dir", str(run), "--user", "u1"]) == 2
+    err = capsys.readouterr().err
+    assert "stale" in err and "rerun `recsys-llm finetune" in err and "Traceback" not in err
+    assert main(["index", "build", "--run-dir", str(run)]) == 2
+    assert "rerun `recsys-llm finetune" in capsys.readouterr().err
+    assert main(["info", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "stale" in out and "embed" in out

@@ -226,6 +226,6 @@ def cmd_info(args: argparse.Namespace) -> None:
         return
     output.print_pairs([(k, v) for k, v in info["summary"].items()])
     print("\nstages:")
-    output.print_pairs([(s["stage"], ("done" if s["done"] else "not run") + (f", {s['seconds']:.1f} s"
-                                                                             if s.get("seconds") else ""))
-                        for s in info["stages"]])
+    output.print_pairs([(s["stage"], ("done" if s["done"] else "not run")
+                         + (f", {s['seconds']:.1f} s" if s.get("seconds") else "")
+                         + (f"; STALE: {s['stale']}" if s.get("stale") else "")) for s in info["stages"]])

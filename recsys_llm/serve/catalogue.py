@@ -33,7 +33,7 @@ from recsys_llm.data.ids import IdMap, extend_ids, normalise_external
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.index.base import VectorIndex
 from recsys_llm.io_utils import atomic_save_npy, atomic_write_with
-from recsys_llm.run import RunDir, read_npy, read_parquet
+from recsys_llm.run import ArtifactError, RunDir, read_json, read_npy, read_parquet
 from recsys_llm.text.templates import item_texts
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ class LiveCatalogue:
     def load(cls, run: RunDir, template: str, use_gpu: str = "auto") -> LiveCatalogue:
         item_emb, _, meta = load_embeddings(run)
         catalog = full_catalog(run)
+        data_fp = read_json(run, run.data / "dataset.json", "prepare").get("fingerprint")
+        if meta.get("data_fingerprint") != data_fp:
+            raise ArtifactError(run.embeddings(), f"made for other data (fingerprint {meta.get('data_fingerprint')}; "
+                                f"data/ now holds {data_fp})", "embed (and the stages after it)", run.root)
         return cls(run, template, catalog, item_vectors(run, item_emb), load_run_index(run, meta, use_gpu),
                    item_texts(catalog, template), meta, len(item_emb))
 

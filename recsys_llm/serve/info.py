@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from recsys_llm import lineage
 from recsys_llm.io_utils import load_json
 from recsys_llm.run import RunDir
 from recsys_llm.serve.served import ServedConfig
@@ -30,11 +31,14 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
     run = RunDir(Path(run_dir))
     cfg = run.load_config()
     timings = load_json(run.timings) if run.timings.exists() else {}
-    stages = [{"stage": name, "done": (run.root / path).exists(), "seconds": timings.get(key)}
-              for name, path, key in STAGES]
+    stale = lineage.stale(run.root)
+    stages = [{"stage": name, "done": (run.root / path).exists(), "seconds": timings.get(key),
+               "stale": stale.get(key)} for name, path, key in STAGES]
     served = ServedConfig.for_run(run) if (run.embeddings() / "embeddings.json").exists() else None
     summary: dict[str, Any] = {"run": str(run.root), "data": f"{cfg.data.dataset} ({cfg.data.path or 'bundled'})",
                                "backbone": cfg.encoder.backbone}
+    if stale:
+        summary["stale"] = ", ".join(lineage.COMMAND[s] for s in stale) + " (rerun them in pipeline order)"
     if served is not None:
         summary["served"] = served.label + (" (chosen on validation)" if served.chosen_by == "validation"
                                             else " (default: run `recsys-llm select`)")

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys_llm import lineage
 from recsys_llm.artifacts import load_encoder, load_hybrid, load_reranker
 from recsys_llm.config import PipelineConfig
 from recsys_llm.data.ids import IdMap
@@ -102,6 +103,9 @@ class Recommender:
             raise FileNotFoundError(f"{run.root}: not a run directory (no config.json); build one with `recsys-llm "
                                     f"prepare` or `recsys-llm coldstart catalog --items FILE --run-dir {run.root}`")
         cfg = run.load_config()
+        served = served or ServedConfig.for_run(run)
+        uses = ["embed", "index", "select"] + (["hybrid"] if served.first_stage == "hybrid" else [])
+        lineage.require_fresh(run.root, uses + (["rerank-train"] if served.reranks else []))
         if device is not None:
             cfg.train.device = device
         catalogue = LiveCatalogue.load(run, cfg.text.item_template, cfg.index.use_gpu)
@@ -110,7 +114,6 @@ class Recommender:
             split = Split.load(run.splits)
             known = test_histories(split)
             users = IdMap(Dataset.load(run.data).users["user_id"].astype(str).to_numpy(dtype=object))
-        served = served or ServedConfig.for_run(run)
         rec = cls(run, cfg, catalogue, served, users, known, catalogue.prepared_items)
         if served.first_stage == "hybrid" or (run.hybrid / "hybrid.json").exists():
             rec.hybrid, rec.pool = load_hybrid(run)

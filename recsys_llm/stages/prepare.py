@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from recsys_llm import lineage
 from recsys_llm.config import PipelineConfig
 from recsys_llm.data.io import load_dataset
 from recsys_llm.data.splits import make_split
@@ -31,4 +32,5 @@ def prepare(cfg: PipelineConfig, run_dir: str | Path) -> Context:
     write_jsonl(run.text / "items.jsonl", [{"item": i, "text": t} for i, t in enumerate(items)])
     write_jsonl(run.text / "users.jsonl", [{"user": u, "text": t} for u, t in enumerate(users)])
     record_time(run, "prepare", time.perf_counter() - t0)
+    lineage.record(run.root, "prepare", {})
     return ctx
