@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,22 +27,32 @@ from recsys_llm.config import PipelineConfig
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.encoder.user_pooling import PoolingUserModel
 from recsys_llm.hybrid import HybridModel
-from recsys_llm.index.base import VectorIndex, load_index
+from recsys_llm.index.base import IndexMismatchError, VectorIndex, load_index
 from recsys_llm.rerank.cross_encoder import CrossEncoder
 from recsys_llm.run import ArtifactError, Context, RunDir, read_json, read_npy, read_parquet
+from recsys_llm.run import reading as run_reading
 
 logger = logging.getLogger(__name__)
+
+_KEEP = (IndexMismatchError,)  # index errors that already say what is wrong and what to do
+
+
+def reading(run: RunDir, folder: Path, stage: str):
+    """:func:`recsys_llm.run.reading` that lets the index's own mismatch errors through."""
+    return run_reading(run, folder, stage, keep=_KEEP)
 
 
 def load_encoder(run: RunDir, device: str = "auto") -> TwoTowerEncoder:
     """The fine-tuned two-tower encoder of a run."""
-    return TwoTowerEncoder.load(run.require(run.encoder, "finetune"), device=device)
+    with reading(run, run.encoder, "finetune"):
+        return TwoTowerEncoder.load(run.require(run.encoder, "finetune"), device=device)
 
 
 def load_reranker(run: RunDir, cfg: PipelineConfig) -> CrossEncoder:
     """The trained cross-encoder, as the scoring copy ``rerank.quantize`` asks for."""
     folder = run.require(run.reranker, "rerank train")
-    return CrossEncoder.load(folder, device=cfg.train.device).for_scoring(cfg.rerank.quantize)
+    with reading(run, folder, "rerank train"):
+        return CrossEncoder.load(folder, device=cfg.train.device).for_scoring(cfg.rerank.quantize)
 
 
 def encoder_identity(encoder: TwoTowerEncoder, cfg: PipelineConfig, zero_shot: bool) -> dict:
@@ -86,18 +97,21 @@ def load_run_index(run: RunDir, meta: dict, use_gpu: str | None = None) -> Vecto
     """The run's index, refused when it was built from other embeddings than ``meta`` describes."""
     if use_gpu is None:
         use_gpu = run.load_config().index.use_gpu
-    return load_index(run.require(run.index, "index build"), use_gpu=use_gpu,
-                      expected={"dim": meta["dim"], "metadata": {"encoder": meta["encoder"],
-                                                                  "data_fingerprint": meta["data_fingerprint"]}})
+    with reading(run, run.index, "index build"):
+        return load_index(run.require(run.index, "index build"), use_gpu=use_gpu,
+                          expected={"dim": meta["dim"], "metadata": {"encoder": meta["encoder"],
+                                                                      "data_fingerprint": meta["data_fingerprint"]}})
 
 
 def load_hybrid(run: RunDir) -> tuple[HybridModel, PoolingUserModel]:
     """(HybridModel, PoolingUserModel) of a run, checked against its current embeddings."""
-    model = HybridModel.load(run.require(run.hybrid, "hybrid"))
+    with reading(run, run.hybrid, "hybrid"):
+        model = HybridModel.load(run.require(run.hybrid, "hybrid"))
+        pool = PoolingUserModel.load(run.hybrid)
     meta = read_json(run, run.embeddings() / "embeddings.json", "embed")
     if model.info.get("embeddings") != meta["encoder"] or model.info.get("data_fingerprint") != meta["data_fingerprint"]:
         raise ArtifactError(run.hybrid, f"fitted on other embeddings than {run.embeddings()}", "hybrid", run.root)
-    return model, PoolingUserModel.load(run.hybrid)
+    return model, pool
 
 
 # -------------------------------------------------------------------------------------------- live catalog

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,34 +57,72 @@ class StaleArtifactError(ValueError):
     """An artifact was made from inputs that have changed since; the message names the stage to rerun."""
 
 
-def _hash_files(root: Path, names: tuple[str, ...]) -> str | None:
+def _intact(path: Path, data: bytes, stage: str) -> None:
+    """A record must parse (JSON) or be whole (safetensors: header + every tensor's bytes present)."""
+    problem = None
+    if path.suffix == ".json":
+        try:
+            json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            problem = f"not valid JSON ({e})"
+    elif path.suffix == ".safetensors":
+        n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+        try:
+            header = json.loads(data[8 : 8 + n]) if 0 < n <= len(data) - 8 else None
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0) if header else -1
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError):
+            end = -1
+        if end < 0 or 8 + n + end > len(data):
+            problem = "truncated or not a safetensors file"
+    if problem:
+        raise StaleArtifactError(f"{path}: damaged: {problem}; rerun `recsys-llm {COMMAND.get(stage, stage)}` to "
+                                 "make it again")
+
+
+def _hash_files(root: Path, names: tuple[str, ...], stage: str) -> str | None:
     h = hashlib.sha256()
     for name in names:
         path = root / name
         if not path.is_file():
             return None
-        h.update(path.read_bytes())
+        data = path.read_bytes()
+        _intact(path, data, stage)
+        h.update(data)
     return h.hexdigest()[:16]
 
 
 def versions(root: Path) -> dict[str, str | None]:
     """The current version of every stage's artifact in the run at ``root`` (None: not made)."""
     out: dict[str, str | None] = {}
-    data = root / "data" / "dataset.json"
-    split = _hash_files(root, ("splits/split.json",))
-    out["prepare"] = None if not data.is_file() or split is None else f"{load_json(data).get('fingerprint')}:{split}"
-    enc = root / "encoder" / "encoder.json"
-    out["finetune"] = load_json(enc).get("adapter_sha256") if enc.is_file() else None
+    data = _hash_files(root, ("data/dataset.json",), "prepare")
+    split = _hash_files(root, ("splits/split.json",), "prepare")
+    out["prepare"] = None if data is None or split is None else f"{data}:{split}"
+    enc = _hash_files(root, ("encoder/encoder.json",), "finetune")
+    out["finetune"] = None if enc is None else read_record(root / "encoder" / "encoder.json").get("adapter_sha256")
     for stage, names in _RECORDS.items():
-        out[stage] = _hash_files(root, names)
+        out[stage] = _hash_files(root, names, stage)
     for stage in ("index", "retrieve", "rerank", "evaluate"):  # outputs nothing downstream fingerprints
         out[stage] = None
     return out
 
 
+def read_record(path: Path) -> dict[str, Any]:
+    """A small JSON record of the run (``lineage.json``, ``timings.json``); {} when absent, a clear error when
+    damaged."""
+    if not path.is_file():
+        return {}
+    try:
+        record = load_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it (the run's record starts afresh) or rerun the "
+                         "stages") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object; delete it or rerun the stages")
+    return record
+
+
 def load(root: Path) -> dict[str, Any]:
-    path = root / LINEAGE_FILE
-    return load_json(path) if path.is_file() else {}
+    return read_record(root / LINEAGE_FILE)
 
 
 def record(root: Path, stage: str, inputs: dict[str, str | None]) -> None:

@@ -30,7 +30,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_llm import lineage
-from recsys_llm.config import PipelineConfig
+from recsys_llm.config import ConfigError, PipelineConfig
 from recsys_llm.data.schema import Dataset
 from recsys_llm.data.splits import Split, test_histories
 from recsys_llm.io_utils import atomic_write_json, atomic_write_text, load_json
@@ -99,6 +100,23 @@ class RunDir:
 
 
 # ----------------------------------------------------------------------------------------- checked reads
+@contextmanager
+def reading(run: RunDir, folder: Path, stage: str, keep: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn any failure of a library reading ``folder`` (parquet, FAISS, safetensors, peft, transformers) into an
+    :class:`ArtifactError` naming the folder, the first line of what the library said, and the stage to rerun.
+    Errors of ours (and ``keep``) already say what is wrong and pass through."""
+    try:
+        yield
+    except (ArtifactError, ConfigError, lineage.StaleArtifactError, *keep):
+        raise
+    except FileNotFoundError as e:
+        missing = Path(e.filename).name if getattr(e, "filename", None) else "a file"
+        raise ArtifactError(folder, f"{missing} is missing", stage, run.root) from None
+    except Exception as e:  # noqa: BLE001 - the artifact boundary: every library error becomes one named error
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ArtifactError(folder, f"unreadable or damaged ({type(e).__name__}: {first})", stage, run.root) from None
+
+
 def read_json(run: RunDir, path: Path, stage: str) -> Any:
     """A JSON artifact; missing or broken files name the stage that writes them."""
     run.require(path, stage)
@@ -153,8 +171,10 @@ class Context:
     def load(cls, run_dir: str | Path) -> Context:
         run = RunDir(Path(run_dir))
         cfg = run.load_config()
-        ds = Dataset.load(run.require(run.data, "prepare"))
-        split = Split.load(run.require(run.splits, "prepare"))
+        with reading(run, run.data, "prepare"):
+            ds = Dataset.load(run.require(run.data, "prepare"))
+        with reading(run, run.splits, "prepare"):
+            split = Split.load(run.require(run.splits, "prepare"))
         return cls(run, cfg, ds, split)
 
     @property
@@ -175,7 +195,7 @@ class Context:
 # ------------------------------------------------------------------------------------------------ timing
 def record_time(run: RunDir, stage: str, seconds: float) -> None:
     """Add a stage's wall time to ``timings.json`` (the demo prints the table; the report keeps it)."""
-    timings = load_json(run.timings) if run.timings.exists() else {}
+    timings = lineage.read_record(run.timings)
     timings[stage] = round(seconds, 2)
     atomic_write_json(run.timings, timings)
     logger.info("stage %s done in %.1f s", stage, seconds)

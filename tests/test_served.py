@@ -44,7 +44,8 @@ def test_cli_serves_exactly_the_reported_lists(served_run, served, capsys, tmp_p
     run = tmp_path / "run"
     shutil.copytree(served_run, run)
     if served is not None:
-        served.save(artifacts.RunDir(run))
+        served.save(artifacts.RunDir(run))  # a new served.json: the stages after `select` are rerun, as info says
+        assert main(["rerank", "apply", "--run-dir", str(run)]) == 0
         assert main(["evaluate", "--run-dir", str(run)]) == 0
     chosen = json.loads((run / "served.json").read_text())
     report = json.loads((run / "report.json").read_text())

@@ -18,7 +18,7 @@ from recsys_llm.artifacts import check_embeddings, load_embeddings, load_hybrid
 from recsys_llm.classic import make_baseline
 from recsys_llm.protocol import CHUNK, ScoreFn
 from recsys_llm.retrieve import Candidates
-from recsys_llm.run import ArtifactError, Context, read_npy
+from recsys_llm.run import ArtifactError, Context, read_npy, reading
 from recsys_llm.serve.recommender import POOLED_FILE, Recommender
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ def ranked_from_file(ctx: Context, path: Path, users: np.ndarray, k: int) -> np.
     if not path.exists():
         return None
     stage = "retrieve" if path.parent.name == "candidates" else "rerank apply"
-    cands = Candidates.load(path)
+    with reading(ctx.run, path, stage):
+        cands = Candidates.load(path)
     if not np.array_equal(cands.users, users):
         raise ArtifactError(path, "made for other users than this evaluation's slice", stage, ctx.run.root)
     if cands.ids.max(initial=-1) >= ctx.split.n_items:

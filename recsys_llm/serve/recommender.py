@@ -43,7 +43,7 @@ from recsys_llm.protocol import tie_order
 from recsys_llm.rerank.base import reorder
 from recsys_llm.rerank.cross_encoder import CrossEncoder
 from recsys_llm.rerank.explain import because
-from recsys_llm.run import ArtifactError, RunDir, read_npy
+from recsys_llm.run import ArtifactError, RunDir, read_npy, reading
 from recsys_llm.serve.catalogue import LiveCatalogue, UnknownIdError
 from recsys_llm.serve.filters import filter_mask
 from recsys_llm.serve.served import ServedConfig
@@ -111,9 +111,11 @@ class Recommender:
         catalogue = LiveCatalogue.load(run, cfg.text.item_template, cfg.index.use_gpu)
         users, known = None, []
         if (run.splits / "train.parquet").exists():
-            split = Split.load(run.splits)
+            with reading(run, run.splits, "prepare"):
+                split = Split.load(run.splits)
             known = test_histories(split)
-            users = IdMap(Dataset.load(run.data).users["user_id"].astype(str).to_numpy(dtype=object))
+            with reading(run, run.data, "prepare"):
+                users = IdMap(Dataset.load(run.data).users["user_id"].astype(str).to_numpy(dtype=object))
         rec = cls(run, cfg, catalogue, served, users, known, catalogue.prepared_items)
         if served.first_stage == "hybrid" or (run.hybrid / "hybrid.json").exists():
             rec.hybrid, rec.pool = load_hybrid(run)

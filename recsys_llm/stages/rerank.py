@@ -22,7 +22,7 @@ from recsys_llm.rerank.base import reorder
 from recsys_llm.rerank.cross_encoder import CrossEncoder
 from recsys_llm.rerank.train import RerankValidation, build_rerank_examples, train_cross_encoder
 from recsys_llm.retrieve import Candidates, retrieve
-from recsys_llm.run import Context, RunDir, read_json, timed
+from recsys_llm.run import Context, RunDir, read_json, reading, timed
 from recsys_llm.text.templates import history_text
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ def rerank(run_dir: str | Path) -> None:
         path = ctx.run.candidates / f"{slice_name}.npz"
         if not path.exists():
             continue
-        cands = Candidates.load(path)
+        with reading(ctx.run, path, "retrieve"):
+            cands = Candidates.load(path)
         ce = model.score_candidates([texts[u] for u in cands.users], cands.ids, item_txt,
                                     depth=max(depth, rerank_depth(ctx.cfg)))
         scores, ids = reorder(cands.ids, cands.scores, ce, depth, weight)
