@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 
 from recsys_llm.config import DEFAULT_BACKBONE
 
@@ -35,21 +36,18 @@ class ArchSpec:
     """True where the targets are Conv1D layers storing (in, out) weights (GPT-2)."""
 
 
+_BERT_ATTENTION = ArchSpec("mean", ("query", "key", "value", "dense"))
+_LLAMA_ATTENTION = ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj"))
+
 ARCHITECTURES: dict[str, ArchSpec] = {
     # BERT-style encoders: mean pooling over non-padding tokens.
-    "bert": ArchSpec("mean", ("query", "key", "value", "dense")),
-    "roberta": ArchSpec("mean", ("query", "key", "value", "dense")),
-    "xlm-roberta": ArchSpec("mean", ("query", "key", "value", "dense")),
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta"), _BERT_ATTENTION),
     "distilbert": ArchSpec("mean", ("q_lin", "k_lin", "v_lin", "out_lin")),
     "mpnet": ArchSpec("mean", ("q", "k", "v", "o")),
     "modernbert": ArchSpec("mean", ("Wqkv", "Wo")),
     # GPT-style decoders: the last non-padding token sees the whole sequence.
     "gpt2": ArchSpec("last", ("c_attn", "c_proj"), fan_in_fan_out=True),
-    "llama": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
-    "mistral": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
-    "qwen2": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
-    "qwen3": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
-    "gemma": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma"), _LLAMA_ATTENTION),
     "phi3": ArchSpec("last", ("qkv_proj", "o_proj")),
 }
 
@@ -89,8 +87,6 @@ def resolve_backbone_path(backbone: str) -> str:
 
 def load_tokenizer(backbone: str):  # -> PreTrainedTokenizerBase
     """Load the tokenizer; decoders without a pad token get their EOS token as pad (right padding)."""
-    from transformers import AutoTokenizer
-
     path = resolve_backbone_path(backbone)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -108,8 +104,6 @@ def load_tokenizer(backbone: str):  # -> PreTrainedTokenizerBase
 
 def load_backbone(backbone: str, dtype: torch.dtype | None = None) -> nn.Module:
     """Load the pretrained model with plain ``transformers.AutoModel`` (no hub access when offline)."""
-    from transformers import AutoModel
-
     path = resolve_backbone_path(backbone)
     try:
         model = AutoModel.from_pretrained(path, dtype=dtype) if dtype else AutoModel.from_pretrained(path)
