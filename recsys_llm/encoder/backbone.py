@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from recsys_llm.config import DEFAULT_BACKBONE
 
@@ -102,7 +101,7 @@ def load_tokenizer(backbone: str):  # -> PreTrainedTokenizerBase
     return tok
 
 
-def load_backbone(backbone: str, dtype: torch.dtype | None = None) -> nn.Module:
+def load_backbone(backbone: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
     """Load the pretrained model with plain ``transformers.AutoModel`` (no hub access when offline)."""
     path = resolve_backbone_path(backbone)
     try:

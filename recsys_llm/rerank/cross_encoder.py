@@ -41,7 +41,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -214,7 +214,7 @@ class CrossEncoder(nn.Module, Reranker):
                                "adapter to save; save the original model and call for_scoring() after "
                                "loading it")
         with atomic_dir(folder, owned=_OWN_FILES) as tmp:
-            self.model.save_pretrained(str(tmp / "adapter"))
+            cast(PeftModel, self.model).save_pretrained(str(tmp / "adapter"))  # not a scoring copy: peft
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                       str(tmp / "head.safetensors"))
             meta = {"rerank": dataclasses.asdict(self.cfg), "backbone": self.backbone,
