@@ -34,7 +34,7 @@ Example:
     >>> cf = fit_collaborative("itemknn", train, n_users=3, n_items=4)
     >>> model = HybridModel(cf, weight=0.5, confidence=0.0)
     >>> dense = np.array([[0.1, 0.2, 0.3, 0.9]], dtype=np.float32)   # item 3: nobody touched it
-    >>> model.score(dense, [np.array([0])]).argmax()                 # text still finds it
+    >>> int(model.score(dense, [np.array([0])]).argmax())            # text still finds it
     3
 """
 

@@ -315,8 +315,9 @@ def full_ranking_metrics(scores: np.ndarray, targets: Sequence[np.ndarray], k: i
     return topk_metrics(ranked, targets, k, metrics)
 
 
-def embedding_ranking_metrics(user_emb: np.ndarray, item_emb: np.ndarray, targets: Sequence[np.ndarray], k: int,
-                              *, seen: Sequence[np.ndarray] | None = None, candidates: np.ndarray | None = None,
+def embedding_ranking_metrics(user_emb: np.ndarray, item_emb: np.ndarray, targets: Sequence[np.ndarray],
+                              k: int, *, seen: Sequence[np.ndarray] | None = None,
+                              candidates: np.ndarray | None = None,
                               metrics: Sequence[str] = VALIDATION_METRICS,
                               user_chunk: int = 1024) -> dict[str, np.ndarray]:
     """:func:`full_ranking_metrics` of the inner-product scores ``user_emb @ item_emb.T``.

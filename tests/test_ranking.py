@@ -123,7 +123,8 @@ def test_full_ranking_metrics_by_hand():
     np.testing.assert_allclose(m["recall@3"][:2], [0.5, 1.0])
     np.testing.assert_allclose(m["ndcg@3"][:2], [0.5 / (1 + 1 / math.log2(3)), 1 / math.log2(3)])
     assert np.isnan(m["recall@3"][2]) and np.isnan(m["ndcg@3"][2])
-    assert mean_metrics(m) == pytest.approx({"recall@3": 0.75, "ndcg@3": (m["ndcg@3"][0] + m["ndcg@3"][1]) / 2})
+    mean_ndcg = (m["ndcg@3"][0] + m["ndcg@3"][1]) / 2
+    assert mean_metrics(m) == pytest.approx({"recall@3": 0.75, "ndcg@3": mean_ndcg})
     only = full_ranking_metrics(scores, targets, 3, seen=[np.array([1]), [], []], candidates=np.array([0, 3]),
                                 metrics=("hit_rate",))  # user 0 ranks 3, 0 only: both targets found
     assert list(only) == ["hit_rate@3"] and only["hit_rate@3"][:2].tolist() == [1.0, 0.0]

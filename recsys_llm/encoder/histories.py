@@ -81,7 +81,8 @@ def flatten_histories(
     return flat, starts, lens
 
 
-def pack_rows(flat: np.ndarray, ends: np.ndarray, lens: np.ndarray, max_items: int) -> tuple[np.ndarray, np.ndarray]:
+def pack_rows(flat: np.ndarray, ends: np.ndarray, lens: np.ndarray,
+              max_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``flat[ends[i] - lens[i]:ends[i]]`` reversed, truncated to ``max_items``, ``-1`` padded."""
     keep = np.minimum(lens, max_items)  # (n,)
     width = max(1, int(keep.max()) if keep.size else 1)

@@ -257,7 +257,7 @@ def item_matrix(item_emb: np.ndarray, dim: int | None) -> np.ndarray:
 
 
 def encode_ids(model: PoolingUserModel, item_t: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
-    """:meth:`PoolingUserModel.pool_ids` of a packed ``(b, L)`` id matrix; ``(b, dim)`` on the items' device."""
+    """:meth:`PoolingUserModel.pool_ids` of a packed ``(b, L)`` id matrix: ``(b, dim)``, items' device."""
     return model.pool_ids(item_t, torch.from_numpy(ids).to(item_t.device))
 
 

@@ -1,14 +1,21 @@
 """A learned pooling user model over frozen item embeddings: the user is a weighted mean of their history.
 
-Encoding a user's history as text costs one transformer pass per user; this model reads the (frozen, fine-tuned)
-item embeddings of the history instead and learns only a few thousand parameters: a recency weight per
-position, a content-attention query, a ``dim x dim`` projection and a temperature.
+Encoding a user's history as text costs one transformer pass per user; this model reads the (frozen,
+fine-tuned) item embeddings of the history instead and learns only a few thousand parameters: a recency weight
+per position, a content-attention query, a ``dim x dim`` projection and a temperature.
 
 ``user = normalize(proj(sum_j w_j e_j))`` with ``w = softmax_j(recency[j] + e_j . query)`` over the real
 history items, position 0 = the most recent. At the zero initialisation (recency = query = 0, proj = identity)
 the user is exactly the normalised mean of the history embeddings, the usual strong baseline; training moves
 away from it only where the next-item loss says so, and :func:`fit_pooling` keeps the mean model when the
 trained one validates worse.
+
+Speed of :func:`fit_pooling` (measured once: random unit items, 943 users x 1682 items x 384 dims,
+ML-100k-like history lengths 20-737 (mean 108, 101k examples), 400 steps at batch 256, max_items 50, on 2 CPU
+cores that another job kept ~1.2 busy, two Recall@10 passes over 300 validation users included): 6.5-7.2 s
+with 2 torch threads and ``OMP_WAIT_POLICY=PASSIVE`` (as ``tests/conftest.py`` sets), 5.8-8.3 s with 1
+thread; but 86 s with 2 threads and OpenMP's default active wait, which spins against the other job on these
+small ops.
 
 The model and its artifact live in :mod:`recsys_llm.encoder.pooling_model`, the history packing in
 :mod:`recsys_llm.encoder.histories`; this module trains it and re-exports both, so
@@ -82,11 +89,7 @@ def fit_pooling(
     masked out. AdamW (torch default weight decay 0.01), nothing random on the torch side (the start is
     deterministic), torch seeded with ``seed`` anyway.
 
-    Speed (measured once: random unit items, 943 users x 1682 items x 384 dims, ML-100k-like history lengths
-    20-737 (mean 108, 101k examples), 400 steps at batch 256, max_items 50, on 2 CPU cores that another job
-    kept ~1.2 busy, two Recall@10 passes over 300 validation users included): 6.5-7.2 s with 2 torch threads
-    and ``OMP_WAIT_POLICY=PASSIVE`` (as ``tests/conftest.py`` sets), 5.8-8.3 s with 1 thread; but 86 s with
-    2 threads and OpenMP's default active wait, which spins against the other job on these small ops.
+    Speed: see the module docstring.
 
     Args:
         item_emb: ``(n_items, dim)`` float item embeddings, frozen (L2-normalised in this library).
@@ -137,8 +140,8 @@ def fit_pooling(
     if valid is not None:
         model = _keep_better(model, info, item_np, allowed, valid)
     info["seconds"] = time.perf_counter() - t0
-    logger.info("user pooling: %d steps on %d examples in %.1fs, final loss %.4f, kept %s%s", steps, len(examples),
-                info["seconds"], info["final_loss"], info["kept"],
+    logger.info("user pooling: %d steps on %d examples in %.1fs, final loss %.4f, kept %s%s", steps,
+                len(examples), info["seconds"], info["final_loss"], info["kept"],
                 "" if valid is None else f", valid Recall@10 mean {info['valid_recall@10_mean']:.4f} -> "
                                          f"trained {info['valid_recall@10']:.4f}")
     return model, info
@@ -175,8 +178,9 @@ class _NextItemExamples:
             bad = int(np.flatnonzero(label_col < 0)[0])
             row = int(np.searchsorted(starts + lens, pos[bad], side="right"))
             raise ValueError(f"histories[{row}] has item {int(flat[pos[bad]])} at position "
-                             f"{int(pos[bad] - starts[row])}, a training positive outside allowed_items; pass "
-                             "allowed_items that cover every history item, or drop those items from the histories")
+                             f"{int(pos[bad] - starts[row])}, a training positive outside allowed_items; "
+                             "pass allowed_items that cover every history item, or drop those items from the "
+                             "histories")
         return cls(flat, ex_start, pos, label_col, col_of)
 
     def __len__(self) -> int:
@@ -198,8 +202,9 @@ class _NextItemExamples:
         return ids, labels, (rows[keep], cols[keep])
 
 
-def _train(model: PoolingUserModel, examples: _NextItemExamples, item_t: torch.Tensor, allowed_t: torch.Tensor,
-           *, steps: int, batch_size: int, lr: float, seed: int, show_progress: bool) -> list[float]:
+def _train(model: PoolingUserModel, examples: _NextItemExamples, item_t: torch.Tensor,
+           allowed_t: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
+           show_progress: bool) -> list[float]:
     """``steps`` AdamW steps of full-softmax next-item cross-entropy over the allowed items; the losses."""
     dev = item_t.device
     rng = np.random.default_rng(seed)
@@ -230,10 +235,11 @@ def _keep_better(model: PoolingUserModel, info: dict[str, Any], item_np: np.ndar
                  valid: Valid) -> PoolingUserModel:
     """The trained model, or the mean-pooling start when that validates better (``info`` records both)."""
     start_recall = info["valid_recall@10_mean"]
-    info["valid_recall@10"] = _valid_recall(model, item_np, allowed, *valid) if info["steps"] else start_recall
-    if info["steps"] and info["valid_recall@10"] < start_recall:
+    trained = _valid_recall(model, item_np, allowed, *valid) if info["steps"] else start_recall
+    info["valid_recall@10"] = trained
+    if info["steps"] and trained < start_recall:
         logger.warning("user pooling: trained Recall@10 %.4f < mean pooling %.4f on %d validation users; "
-                       "keeping mean pooling", info["valid_recall@10"], start_recall, len(valid[0]))
+                       "keeping mean pooling", trained, start_recall, len(valid[0]))
         model = PoolingUserModel(model.dim, model.max_items).to(model.recency.device).eval()
         info["kept"] = "mean"
     return model

@@ -62,7 +62,10 @@ def pointwise_bce_loss(logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels)
 
 
-LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"listwise": listwise_loss, "bce": pointwise_bce_loss}
+LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "listwise": listwise_loss,
+    "bce": pointwise_bce_loss,
+}
 
 
 @dataclass
@@ -78,7 +81,8 @@ class RerankTrainResult:
 
 def train_cross_encoder(model: CrossEncoder, examples: RerankExamples, item_texts: Sequence[str],
                         cfg: RerankConfig, device: str = "auto", loss: str | None = None,
-                        out_dir: Path | None = None, valid: RerankValidation | None = None) -> RerankTrainResult:
+                        out_dir: Path | None = None,
+                        valid: RerankValidation | None = None) -> RerankTrainResult:
     """Train LoRA + head in place for ``cfg.max_steps`` steps of ``cfg.batch_size`` examples.
 
     Examples are sampled with replacement (seeded); AdamW with linear warm-up over 10% of the steps.
@@ -106,7 +110,8 @@ def train_cross_encoder(model: CrossEncoder, examples: RerankExamples, item_text
         raise ValueError("no rerank training examples")
     top = max(int(examples.positives.max()), int(examples.negatives.max()))
     if top >= len(item_texts) or min(examples.positives.min(), examples.negatives.min()) < 0:
-        raise ValueError(f"example item ids must lie in [0, {len(item_texts)}) (the item_texts), got max {top}")
+        raise ValueError(f"example item ids must lie in [0, {len(item_texts)}) (the item_texts), "
+                         f"got max {top}")
     return _RerankLoop(model, examples, item_texts, cfg, device, LOSSES[loss], out_dir, valid).run()
 
 
@@ -117,10 +122,12 @@ class _RerankLoop:
                  cfg: RerankConfig, device: str, loss_fn: Callable[[torch.Tensor], torch.Tensor],
                  out_dir: Path | None, valid: RerankValidation | None) -> None:
         self.examples, self.item_texts, self.cfg, self.loss_fn = examples, item_texts, cfg, loss_fn
-        self.accelerator = acc = make_accelerator(cpu=resolve_device(device).type == "cpu", mixed_precision="no")
+        cpu = resolve_device(device).type == "cpu"
+        self.accelerator = acc = make_accelerator(cpu=cpu, mixed_precision="no")
         seed_everything(cfg.seed + acc.process_index)
         self.rng = np.random.default_rng(cfg.seed + acc.process_index)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
         sched = get_linear_schedule_with_warmup(opt, int(0.1 * cfg.max_steps), cfg.max_steps)
         self.wrapped, self.opt, self.sched = acc.prepare(model, opt, sched)
         self.wrapped.train()
@@ -138,7 +145,8 @@ class _RerankLoop:
     def run(self) -> RerankTrainResult:
         cfg, window = self.cfg, []
         self.start = time.perf_counter()
-        bar = tqdm(range(1, cfg.max_steps + 1), desc="rerank train", disable=not self.accelerator.is_main_process)
+        main = self.accelerator.is_main_process
+        bar = tqdm(range(1, cfg.max_steps + 1), desc="rerank train", disable=not main)
         for step in bar:
             window.append(self._step())
             bar.set_postfix(loss=f"{window[-1]:.4f}")

@@ -41,7 +41,8 @@ class RerankValidation:
         n = len(self.user_texts)
         self.cand_ids = np.asarray(self.cand_ids, dtype=np.int64)
         self.cand_scores = np.asarray(self.cand_scores, dtype=np.float32)
-        if n == 0 or len(self.targets) != n or self.cand_ids.shape[0] != n or self.cand_scores.shape != self.cand_ids.shape:
+        shapes_ok = self.cand_ids.shape[0] == n and self.cand_scores.shape == self.cand_ids.shape
+        if n == 0 or len(self.targets) != n or not shapes_ok:
             raise ValueError(f"rerank validation: {n} user texts, {len(self.targets)} targets, candidates "
                              f"{self.cand_ids.shape} / {self.cand_scores.shape}; need n > 0 of each")
 

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 RESUME_MUST_MATCH = ("seed", "batch_size", "grad_accum_steps", "sampling", "unique_items_in_batch",
                      "learnable_temperature", "logq_correction")
 """TrainConfig fields that must equal the checkpoint's for a resumed run to continue the same run."""
-_RESUME_HARMLESS = ("log_every", "checkpoint_every", "keep_checkpoints", "device", "compile", "gradient_checkpointing")
+_RESUME_HARMLESS = ("log_every", "checkpoint_every", "keep_checkpoints", "device", "compile",
+                    "gradient_checkpointing")
 
 
 @dataclass
@@ -58,8 +59,8 @@ class LoopState:
     @classmethod
     def from_json(cls, d: dict, device: torch.device) -> LoopState:
         window = [torch.tensor(w, dtype=torch.float32, device=device) for w in d["window"]]
-        return cls(step=int(d["step"]), records=list(d["records"]), window=window, seconds=float(d["seconds"]),
-                   best_step=d["best_step"], best_metrics=d["best_metrics"], bad_evals=int(d["bad_evals"]),
+        return cls(step=int(d["step"]), records=list(d["records"]), window=window,
+                   seconds=float(d["seconds"]), best_step=d["best_step"], best_metrics=d["best_metrics"], bad_evals=int(d["bad_evals"]),
                    stopped_early=bool(d["stopped_early"]), done=bool(d["done"]))
 
 

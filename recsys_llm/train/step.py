@@ -72,7 +72,7 @@ class TrainModule(nn.Module):
 
 def backward_step(model: nn.Module, module: TrainModule, accelerator: Accelerator,
                   inputs: Callable[[np.ndarray], Batch], idx: np.ndarray, micro_batches: int) -> torch.Tensor:
-    """Forward + backward of the pairs ``idx`` (gradient-cached in ``micro_batches`` parts); the detached loss.
+    """Forward + backward of the pairs ``idx`` (gradient-cached in ``micro_batches`` parts); the loss, detached.
 
     Args:
         model: ``module`` as prepared by ``accelerator`` (DDP-wrapped when distributed).

@@ -26,8 +26,8 @@ Example:
     >>> encoder = TwoTowerEncoder.from_config(EncoderConfig(), device="auto")  # doctest: +SKIP
     >>> cfg = TrainConfig(checkpoint_every=50, eval_every=25, early_stopping_patience=3)
     >>> valid = ValidationSet(val_user_texts, val_targets, seen=train_histories)  # doctest: +SKIP
-    >>> result = train_two_tower(encoder, pairs, item_texts, TextConfig(), cfg, out_dir=Path("enc"),
-    ...                          valid=valid, resume=True)  # continues from enc/checkpoints/ if present
+    >>> result = train_two_tower(encoder, pairs, item_texts, TextConfig(), cfg,  # doctest: +SKIP
+    ...                          out_dir=Path("enc"), valid=valid, resume=True)  # continues a checkpoint
     >>> result.final_loss < result.log[0]["loss"], result.best_step  # doctest: +SKIP
     (True, 75)
 """
@@ -92,7 +92,7 @@ class TrainResult:
     """Mean loss over the last logging window."""
     seconds: float
     log: list[dict] = field(default_factory=list)
-    """One loss record every ``log_every`` steps (and at the last step): ``{"step", "loss", "lr", "seconds"}``."""
+    """One loss record every ``log_every`` steps and at the last: ``{"step", "loss", "lr", "seconds"}``."""
     evals: list[dict] = field(default_factory=list)
     """Validation records ``{"step", "val_recall@K", "val_ndcg@K", "best", "seconds"}``."""
     temperature: float = 0.0
@@ -161,8 +161,8 @@ class _TwoTowerLoop:
     """``time.perf_counter()`` at step 0 of the run (earlier than the call after a resume)."""
 
     def __init__(self, encoder: TwoTowerEncoder, pairs: TrainingPairs, item_texts: Sequence[str],
-                 text_cfg: TextConfig, cfg: TrainConfig, out: Path | None, valid: ValidationSet | tuple | None,
-                 ) -> None:
+                 text_cfg: TextConfig, cfg: TrainConfig, out: Path | None,
+                 valid: ValidationSet | tuple | None) -> None:
         enc_params = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
         if not enc_params:
             raise ValueError("the encoder has no trainable parameters; build it with lora=True")
@@ -171,8 +171,8 @@ class _TwoTowerLoop:
             logger.warning("train.eval_every=%d but no validation data was passed: no evaluation, no early "
                            "stopping", cfg.eval_every)
         self.eval_every = cfg.eval_every if self.val is not None else 0
-        self.encoder, self.pairs, self.item_texts, self.text_cfg, self.cfg = encoder, pairs, item_texts, text_cfg, cfg
-        self.out = out
+        self.encoder, self.pairs, self.item_texts = encoder, pairs, item_texts
+        self.text_cfg, self.cfg, self.out = text_cfg, cfg, out
         self.accelerator = make_accelerator(resolve_device(cfg.device).type == "cpu", cfg.mixed_precision)
         set_seed(cfg.seed)
         acc = self.accelerator
@@ -180,14 +180,16 @@ class _TwoTowerLoop:
         self.n_steps = math.ceil(cfg.max_steps / self.world)
         self.sampler = PairBatchSampler(pairs.pos_items, pairs.users, cfg.batch_size * cfg.grad_accum_steps,
                                         cfg.seed, cfg.sampling, cfg.unique_items_in_batch)
-        # logQ correction: log of the chance that one draw's positive is the item (zero-probability items never occur)
+        # logQ correction: log of the chance that one draw's positive is the item (zero-probability items
+        # never occur)
         q = self.sampler.item_probs(len(item_texts))  # (n_items,)
         self.log_q = torch.from_numpy(np.log(np.where(q > 0, q, 1.0)).astype(np.float32))  # (n_items,)
         self.module = TrainModule(encoder, cfg.temperature, cfg.learnable_temperature)
         self.gc_enabled = enable_gradient_checkpointing(encoder) if cfg.gradient_checkpointing else False
         if cfg.compile:
             self.module.compile(dynamic=True)
-        self.named, self.raw_optimizer, self.scheduler = build_optimizer(self.module, enc_params, cfg, self.world)
+        self.named, self.raw_optimizer, self.scheduler = build_optimizer(self.module, enc_params, cfg,
+                                                                         self.world)
         self.model, self.optimizer = acc.prepare(self.module, self.raw_optimizer)
         self.meta = run_meta(cfg, self.world, self.n_steps, pairs, len(item_texts), self.sampler)
         self.st = LoopState()
@@ -199,7 +201,8 @@ class _TwoTowerLoop:
         assert self.out is not None
         ckpt_path = latest_checkpoint(self.out)
         if ckpt_path is None:
-            logger.warning("resume=True but no checkpoint in %s: starting from step 0", self.out / "checkpoints")
+            logger.warning("resume=True but no checkpoint in %s: starting from step 0",
+                           self.out / "checkpoints")
             return
         ckpt = load_checkpoint(ckpt_path)
         check_compatible(ckpt.trainer, self.meta, ckpt_path)
@@ -226,10 +229,11 @@ class _TwoTowerLoop:
         """The log file holds the records so far; a fresh run first removes an older run's checkpoints."""
         if self.resumed_from == 0 and self.cfg.checkpoint_every and self.main:
             assert self.out is not None
-            stale = clear_checkpoints(self.out)  # a fresh run must not mix (or prune) its checkpoints with older ones
+            # a fresh run must not mix (or prune) its checkpoints with older ones
+            stale = clear_checkpoints(self.out)
             if stale:
-                logger.warning("removed %d checkpoints of an earlier run from %s (fresh start; pass resume=True "
-                               "to continue one)", stale, self.out / "checkpoints")
+                logger.warning("removed %d checkpoints of an earlier run from %s (fresh start; pass "
+                               "resume=True to continue one)", stale, self.out / "checkpoints")
         path = self.out / LOG_FILE if self.out is not None and self.main else None
         return RecordLog(path, self.st.records)
 
@@ -239,7 +243,8 @@ class _TwoTowerLoop:
         self.log = self._start_log()
         self.t0 = time.perf_counter() - st.seconds
         self.model.train()
-        bar = tqdm(total=self.n_steps, initial=st.step, desc="finetune", disable=not acc.is_local_main_process)
+        bar = tqdm(total=self.n_steps, initial=st.step, desc="finetune",
+                   disable=not acc.is_local_main_process)
         try:
             for step in range(st.step + 1, self.n_steps + 1):
                 if st.done:
@@ -329,7 +334,8 @@ class _TwoTowerLoop:
         rng_states = gather_objects([capture_rng_state()])
         if self.main:
             assert self.out is not None
-            sampler_pos = {**self.meta["sampler"], "next_batch": step * self.world}  # batches below it are used up
+            # batches below next_batch are used up
+            sampler_pos = {**self.meta["sampler"], "next_batch": step * self.world}
             scaler = self.accelerator.scaler
             trainer = {**self.meta, **self.st.to_json(), "sampler": sampler_pos,
                        "scheduler": self.scheduler.state_dict(),
@@ -343,8 +349,9 @@ class _TwoTowerLoop:
         st = self.st
         log = [r for r in st.records if "loss" in r]
         evals = [r for r in st.records if "loss" not in r]
+        note = " (stopped early)" if st.stopped_early else ""
         logger.info("trained %d steps in %.1fs (%.3fs/step), final loss %.4f%s", st.step, seconds,
-                    seconds / max(st.step, 1), log[-1]["loss"], " (stopped early)" if st.stopped_early else "")
+                    seconds / max(st.step, 1), log[-1]["loss"], note)
         return TrainResult(
             steps=st.step, final_loss=log[-1]["loss"], seconds=seconds, log=log, evals=evals,
             temperature=self.module.temperature_value(), best_step=st.best_step, best_metrics=st.best_metrics,

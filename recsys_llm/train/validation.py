@@ -82,7 +82,8 @@ def evaluate_retrieval(
         ``{"recall@k": float, "ndcg@k": float}``, means over users with at least one target.
     """
     item_emb = encoder.encode_items(item_texts, text_cfg.item_max_tokens, batch_size, show_progress=False)
-    user_emb = encoder.encode_users(valid.user_texts, text_cfg.user_max_tokens, batch_size, show_progress=False)
+    user_emb = encoder.encode_users(valid.user_texts, text_cfg.user_max_tokens, batch_size,
+                                    show_progress=False)
     per_user = embedding_ranking_metrics(user_emb, item_emb, valid.targets, valid.k, seen=valid.seen,
                                          user_chunk=user_chunk)
     return mean_metrics(per_user)
