@@ -59,7 +59,7 @@ from recsys_llm.device import resolve_device
 from recsys_llm.encoder.backbone import architecture_spec, load_tokenizer, resolve_backbone_path
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.ranking import full_ranking_metrics
-from recsys_llm.stats import paired_bootstrap
+from recsys_llm.report.stats import paired_bootstrap
 from recsys_llm.text.templates import history_text, item_texts
 from recsys_llm.train.pairs import build_pairs
 from recsys_llm.train.two_tower import train_two_tower

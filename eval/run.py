@@ -5,6 +5,7 @@ Usage:
     python eval/run.py --recipe ml-latest-small      # the bundled data, both splits
     python eval/run.py --recipe ml100k-rerank        # ml-100k peer split, reranker validated, depth/fusion swept
     python eval/run.py --config eval/configs/ml100k_loo.json --out runs/eval   # one config
+    python eval/run.py --recipe ml100k --set eval.max_users=500                 # any field, every config
 
 Each config runs in ``<out>/<config name>/`` (report.json, report.md, plots/); the script prints each table.
 """
@@ -12,14 +13,13 @@ Each config runs in ``<out>/<config name>/`` (report.json, report.md, plots/); t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 
 from recsys_llm import pipeline
-from recsys_llm.config import PipelineConfig
-from recsys_llm.evaluate import format_table
+from recsys_llm.config import ConfigError, PipelineConfig, parse_overrides
+from recsys_llm.report.tables import format_table
 
 HERE = Path(__file__).resolve().parent
 RECIPES = {
@@ -35,10 +35,17 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--recipe", choices=sorted(RECIPES), help="named recipe (configs in eval/configs/)")
 parser.add_argument("--config", action="append", default=[], help="PipelineConfig JSON (repeatable)")
 parser.add_argument("--out", default="runs/eval", help="parent folder of the run directories")
+parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="override a field in every config, e.g. --set eval.max_users=500 (repeatable)")
 args = parser.parse_args()
-configs = [HERE / "configs" / f"{n}.json" for n in RECIPES.get(args.recipe, [])] + [Path(c) for c in args.config]
-if not configs:
+paths = [HERE / "configs" / f"{n}.json" for n in RECIPES.get(args.recipe, [])]
+paths += [Path(c) for c in args.config]
+if not paths:
     parser.error("give --recipe or --config")
+try:  # every config checked before the first one runs
+    configs = {path: PipelineConfig.load(path).override(parse_overrides(args.set)) for path in paths}
+except ConfigError as e:
+    parser.error(str(e))
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 for noisy in ("faiss", "accelerate"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -46,8 +53,7 @@ for noisy in ("faiss", "accelerate"):
 # 2. every stage of every config: prepare, zero-shot, finetune, embed, index, retrieve, rerank, evaluate
 t0 = time.perf_counter()
 results = {}
-for path in configs:
-    cfg = PipelineConfig.from_dict(json.loads(path.read_text()))
+for path, cfg in configs.items():
     run_dir = Path(args.out) / path.stem
     results[path.stem] = (run_dir, pipeline.run_all(cfg, run_dir))
 

@@ -14,7 +14,6 @@ replace the ones in ``config.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -22,23 +21,8 @@ from pathlib import Path
 from accelerate import PartialState
 
 from recsys_llm import pipeline
-from recsys_llm.config import PipelineConfig
+from recsys_llm.config import ConfigError, PipelineConfig, parse_overrides
 from recsys_llm.device import resolve_device
-
-
-def parse_set(pairs: list[str]) -> dict:
-    """``["train.max_steps=10"]`` -> ``{"train.max_steps": 10}`` (values parsed as JSON, else kept as text)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            sys.exit(f"--set {pair!r}: use SECTION.FIELD=VALUE, e.g. --set train.max_steps=20")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
 
 # 1. parse the recipe (+ --set overrides) into the config dataclasses
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +37,10 @@ parser.add_argument(
 )
 parser.add_argument("--skip-embed", action="store_true", help="stop after fine-tuning")
 args = parser.parse_args()
-cfg = PipelineConfig.from_dict(json.loads(Path(args.config).read_text())).override(parse_set(args.set))
+try:
+    cfg = PipelineConfig.load(args.config).override(parse_overrides(args.set))
+except ConfigError as e:
+    parser.error(str(e))
 # a single process, or this process's rank in an `accelerate launch` run; on CPU the ranks join over gloo
 state = PartialState(cpu=resolve_device(cfg.train.device).type == "cpu")
 logging.basicConfig(

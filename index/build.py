@@ -12,7 +12,7 @@ import logging
 from recsys_llm import pipeline
 from recsys_llm.config import PipelineConfig
 from recsys_llm.index.tuning import format_sweep
-from recsys_llm.recommend import recommend
+from recsys_llm.serve.recommender import recommend
 
 # 1. arguments
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

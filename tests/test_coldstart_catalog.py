@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys_llm.artifacts import load_embeddings, load_run_index
 from recsys_llm.cli import main
 from recsys_llm.coldstart import build_catalog, search_text, similar_items
 from recsys_llm.config import PipelineConfig
 from recsys_llm.io_utils import load_json, load_npy
-from recsys_llm.pipeline import RunDir, load_embeddings, load_run_index
+from recsys_llm.run import RunDir
 from recsys_llm.text.templates import item_texts
 
 TOPICS = ["dragons", "submarines", "jazz", "volcanoes", "chess", "pirates", "robots", "gardens", "trains",

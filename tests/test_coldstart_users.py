@@ -24,7 +24,7 @@ def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
     assert meta["user_model"] in ("text", "pooling") and meta["chosen_by"] == "validation"
     grids = meta["valid_ndcg@10"]
     assert set(grids) == {"text", "pooling"} and set(grids["text"]) == {"0.0", "5.0"}
-    from recsys_llm.pipeline import _better_user_model
+    from recsys_llm.stages.hybrid import better_user_model as _better_user_model
 
     um = meta["user_model"]
     best = max(v for by_c in grids[um].values() for g in by_c.values() for v in g.values())
@@ -71,8 +71,8 @@ def test_report_has_hybrid_rows_ratios_and_few_shot_curves(tiny_run):
 
 
 def test_item_side_targets_are_fixed_across_counts(tiny_run):
-    from recsys_llm.fewshot import item_side_split
-    from recsys_llm.pipeline import Context
+    from recsys_llm.report.fewshot import item_side_split
+    from recsys_llm.run import Context
 
     ctx = Context.load(tiny_run)
     ordered, test = item_side_split(ctx.split.cold, 3)
@@ -87,7 +87,8 @@ def test_new_user_from_items_and_from_text(run, capsys):
     # synthetic data: even items are "space", odd items "cooking"; a user who liked two space items
     recs = recommend_new_user(run, items=["100", "102"], k=5)
     assert len(recs) == 5 and not {"100", "102"} & set(recs["item_id"])
-    assert recs["stage"].iloc[0] == "hybrid" and (np.diff(recs["score"]) <= 1e-6).all()
+    served = json.loads((run / "served.json").read_text())
+    assert recs["stage"].iloc[0].startswith(served["first_stage"]) and (np.diff(recs["score"]) <= 1e-6).all()
     assert set(recs["because_item_id"]) <= {"100", "102"}
     by_text = recommend_new_user(run, text="space rocket astronaut", k=4)
     assert len(by_text) == 4 and (by_text["because"] == "").all()
@@ -95,7 +96,7 @@ def test_new_user_from_items_and_from_text(run, capsys):
     assert "101" not in set(both["item_id"])
     assert main(["coldstart", "user", "--run-dir", str(run), "--items", "100", "102", "-k", "3"]) == 0
     out = capsys.readouterr().out
-    assert "new user from 2 items" in out and "top 3 (hybrid)" in out and "because you liked" in out
+    assert "new user from 2 items" in out and f"top 3 ({served['first_stage']}" in out and "because you liked" in out
     assert main(["coldstart", "user", "--run-dir", str(run), "--text", "space rocket", "-k", "2"]) == 0
     assert "top 2" in capsys.readouterr().out
 
@@ -147,7 +148,7 @@ def test_hybrid_cli_prints_the_choice(run, capsys):
 
 
 def test_auto_user_model_weighs_warm_and_cold_equally():
-    from recsys_llm.pipeline import _better_user_model
+    from recsys_llm.stages.hybrid import better_user_model as _better_user_model
 
     warm_only = {"text": {"ndcg@10": 0.072}, "pooling": {"ndcg@10": 0.070}}
     assert _better_user_model(warm_only) == "text"

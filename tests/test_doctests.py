@@ -15,6 +15,13 @@ def test_index_module_examples(name):
     assert result.attempted > 0 and result.failed == 0
 
 
+@pytest.mark.parametrize("name", ["protocol", "serve.filters", "serve.served"])
+def test_serving_and_protocol_examples(name):
+    module = importlib.import_module(f"recsys_llm.{name}")
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
 @pytest.mark.parametrize("name", [
     "metrics", "metrics.accuracy", "metrics.beyond_accuracy", "ranking", "hybrid", "encoder.backbone",
     "encoder.histories", "encoder.pooling_model", "encoder.user_pooling", "train.schedule", "train.resume",

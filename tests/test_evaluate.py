@@ -1,4 +1,4 @@
-"""evaluate_ranked, report files, the CLI table, popularity and the full-ranking helper."""
+"""evaluate_ranked, report files and the CLI table (rank_items and popularity: tests/test_ranking.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys_llm.evaluate import (
-    METRICS,
-    ResultRow,
-    evaluate_ranked,
-    format_table,
-    load_report,
-    metric_names,
-    report_rows,
-    write_report,
-)
+from recsys_llm.report.measures import METRICS, evaluate_ranked, metric_names
+from recsys_llm.report.tables import ResultRow, format_table, load_report, report_rows, write_report
 
 L2 = 1 / math.log2(3)  # discount of rank 2
 

@@ -26,11 +26,11 @@ def test_because_picks_the_most_similar_history_item():
 
 
 def test_recommend_says_because_you_liked(tiny_run, capsys):
-    from recsys_llm.recommend import recommend
+    from recsys_llm.serve.recommender import recommend
 
-    recs = recommend(tiny_run, "u0", k=5, use_reranker=False)
+    recs = recommend(tiny_run, "u0", k=5, rerank=False)
     assert (recs["because"] != "").all() and recs["because_similarity"].between(-1.0001, 1.0001).all()
-    from recsys_llm.pipeline import Context
+    from recsys_llm.run import Context
 
     ctx = Context.load(tiny_run)
     hist_titles = {ctx.titles[i] for i in ctx.known_histories()[0]}

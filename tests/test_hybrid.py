@@ -141,7 +141,7 @@ def test_hybrid_model_round_trip(tmp_path):
 
 
 def test_paired_ratio_interval():
-    from recsys_llm.stats import paired_ratio
+    from recsys_llm.report.stats import paired_ratio
 
     rng = np.random.default_rng(0)
     b = rng.random(400)

@@ -21,7 +21,8 @@ def run(tiny_run, tmp_path):
 
 
 def _index(run):
-    from recsys_llm.pipeline import RunDir, load_embeddings, load_run_index
+    from recsys_llm.artifacts import load_embeddings, load_run_index
+    from recsys_llm.run import RunDir
 
     r = RunDir(run)
     return load_run_index(r, load_embeddings(r)[2])
@@ -67,12 +68,12 @@ def test_stats_and_evaluate_print_tables(run, capsys):
 
 def test_add_upsert_remove_and_rebuild_keep_the_catalog_and_index_in_step(run, tmp_path, capsys):
     from recsys_llm.coldstart import full_catalog
-    from recsys_llm.recommend import recommend
+    from recsys_llm.serve.recommender import recommend
 
     new = tmp_path / "new.csv"
     pd.DataFrame({"item_id": ["n1"], "title": ["Orbit"], "genres": ["space rocket"]}).to_csv(new, index=False)
     assert main(["index", "add", "--run-dir", str(run), "--items", str(new)]) == 0
-    assert _index(run).ntotal == 31 and "Orbit" in set(recommend(run, "u0", k=31, use_reranker=False)["title"])
+    assert _index(run).ntotal == 31 and "Orbit" in set(recommend(run, "u0", k=31, rerank=False)["title"])
     assert main(["index", "add", "--run-dir", str(run), "--items", str(new)]) == 2
     assert "--upsert" in capsys.readouterr().err
     # upsert: a new title for the new item and for a catalog item (id 101)
@@ -86,7 +87,7 @@ def test_add_upsert_remove_and_rebuild_keep_the_catalog_and_index_in_step(run, t
     assert _index(run).ntotal == 31
     # remove a catalog item and the new one: never recommended again
     assert main(["index", "remove", "--run-dir", str(run), "--items", "101", "n1"]) == 0
-    titles = set(recommend(run, "u0", k=31, use_reranker=False)["title"])
+    titles = set(recommend(run, "u0", k=31, rerank=False)["title"])
     assert not {"Renamed", "Orbit II"} & titles and _index(run).ntotal == 29
     assert main(["index", "remove", "--run-dir", str(run), "--items", "101"]) == 2
     assert "already retired" in capsys.readouterr().err
@@ -113,7 +114,7 @@ def test_embeddings_from_another_encoder_are_refused(run, capsys):
     meta_path.write_text(json.dumps(meta))
     assert main(["index", "stats", "--run-dir", str(run)]) == 0  # stats reads the folder alone
     assert main(["index", "evaluate", "--run-dir", str(run)]) == 2
-    assert "dim: index has" in capsys.readouterr().err
+    assert "embeddings.json dim 999 disagree" in capsys.readouterr().err  # the checked read names the file
 
 
 def test_an_index_of_the_old_format_asks_for_a_rebuild(run, capsys):
@@ -127,13 +128,13 @@ def test_an_index_of_the_old_format_asks_for_a_rebuild(run, capsys):
 
 @pytest.mark.parametrize("backend", ["exact", "milvus"])
 def test_other_backends_serve_the_same_recommendations(run, backend):
-    from recsys_llm.recommend import recommend
+    from recsys_llm.serve.recommender import recommend
 
     if backend == "milvus":
         pytest.importorskip("milvus_lite")
-    flat = recommend(run, "u2", k=5, use_reranker=False)
+    flat = recommend(run, "u2", k=5, rerank=False)
     assert main(["index", "build", "--run-dir", str(run), "--set", f"index.backend={backend}"]) == 0
     assert json.loads((run / "index" / "index.json").read_text())["kind"] == backend
-    got = recommend(run, "u2", k=5, use_reranker=False)
+    got = recommend(run, "u2", k=5, rerank=False)
     assert got["item_id"].tolist() == flat["item_id"].tolist()
     np.testing.assert_allclose(got["score"], flat["score"], rtol=1e-4)

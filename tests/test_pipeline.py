@@ -16,7 +16,8 @@ def test_demo_writes_every_artifact(tiny_run):
                 "text/items.jsonl", "encoder/encoder.json", "encoder/train_log.jsonl",
                 "embeddings/item_emb.npy", "embeddings_zeroshot/item_emb.npy", "index/index.faiss",
                 "index/index.json", "candidates/warm.npz", "candidates/cold-item.npz", "reranker/reranker.json",
-                "ranked/warm.npz", "report.json", "report.md", "timings.json"]:
+                "ranked/warm.npz", "served.json", "hybrid/user_pooled.npy", "report.json", "report.md",
+                "timings.json"]:
         assert (tiny_run / rel).exists(), rel
     emb = np.load(tiny_run / "embeddings/item_emb.npy")
     assert emb.dtype == np.float32
@@ -28,7 +29,7 @@ def test_report_has_every_model_and_baseline_with_intervals(tiny_run):
     got = {(r["model"], r["slice"]) for r in report["rows"]}
     models = {"random", "most popular", "ItemKNN", "EASE", "BM25 (item text)", "zero-shot backbone",
               "fine-tuned retrieval", "fine-tuned + rerank", "fine-tuned, pooled user", "hybrid (text + collaborative)",
-              "ID only (hybrid's collaborative part)"}
+              "ID only (hybrid's collaborative part)", "served"}
     slices = {r["slice"] for r in report["rows"]}
     assert {"warm", "cold-item"} <= slices <= {"warm", "cold-item", "cold-user"}
     assert got == {(m, s) for m in models for s in slices}
@@ -66,22 +67,23 @@ def test_report_sweeps_rerank_depth_and_fusion_against_retrieval(tiny_run):
         assert r["NDCG@10"] - retrieval == pytest.approx(gain["diff"], abs=1e-6)
         if r["weight"] == 0.0:  # no reranker share: exactly the retrieval order
             assert gain["diff"] == 0.0
-        if r["headline"]:
-            assert (r["depth"], r["weight"]) == (6, 1.0)
+        if r["headline"]:  # the dense rerank setting chosen on validation by `select`
+            chosen = json.loads((tiny_run / "served.json").read_text())["validation"]["dense_rerank"]
+            assert (r["depth"], r["weight"]) == (chosen["depth"], chosen["weight"])
             assert r["NDCG@10"] == pytest.approx(rows[("fine-tuned + rerank", r["slice"])]["NDCG@10"], abs=1e-9)
     assert sum(r["headline"] for r in sweep) == len(slices)
     paired = [p for p in report["paired"] if p["baseline"] == "fine-tuned retrieval"]
     assert {p["slice"] for p in paired} == slices
     assert {p["model"] for p in paired} == {"fine-tuned + rerank", "fine-tuned, pooled user",
-                                            "hybrid (text + collaborative)"}
+                                            "hybrid (text + collaborative)", "served"}
     assert "by rerank depth and fusion weight" in (tiny_run / "report.md").read_text()
     with np.load(tiny_run / "ranked" / "warm.scores.npz") as z:
         assert np.isfinite(z["rerank"][:, :6][z["ids"][:, :6] >= 0]).all() and np.isnan(z["rerank"][:, 6:]).all()
 
 
 def test_seen_items_never_recommended(tiny_run):
-    from recsys_llm.pipeline import Context
     from recsys_llm.retrieve import Candidates
+    from recsys_llm.run import Context
 
     ctx = Context.load(tiny_run)
     known = ctx.known_histories()
@@ -93,21 +95,23 @@ def test_seen_items_never_recommended(tiny_run):
     assert set(cold.ids[cold.ids >= 0].tolist()) <= set(ctx.split.cold_items.tolist())
 
 
-def test_recommend_prints_titles(tiny_run, capsys):
+def test_recommend_prints_titles_with_the_served_configuration(tiny_run, capsys):
+    served = json.loads((tiny_run / "served.json").read_text())
     assert main(["recommend", "--run-dir", str(tiny_run), "--user", "u3", "-k", "5"]) == 0
     out = capsys.readouterr().out
-    assert "top 5 (rerank)" in out and out.count(". Item ") == 5
+    assert f"top 5 ({served['first_stage']}" in out and out.count(". Item ") == 5
 
 
 def test_unknown_user_is_a_clear_error(tiny_run, capsys):
     assert main(["recommend", "--run-dir", str(tiny_run), "--user", "nobody"]) == 2
-    assert "user 'nobody' is not in this run's data" in capsys.readouterr().err
+    assert "user 'nobody' is not known to this run" in capsys.readouterr().err
 
 
 def test_coldstart_items_become_recommendable(tiny_run, tmp_path):
+    from recsys_llm.artifacts import load_embeddings, load_run_index
     from recsys_llm.coldstart import full_catalog
-    from recsys_llm.pipeline import RunDir, load_embeddings, load_run_index
-    from recsys_llm.recommend import recommend
+    from recsys_llm.run import RunDir
+    from recsys_llm.serve import Recommender, ServedConfig
 
     new = tmp_path / "new.csv"
     pd.DataFrame({"item_id": ["n1", "n2"], "title": ["Orbit", "Soup"],
@@ -123,7 +127,7 @@ def test_coldstart_items_become_recommendable(tiny_run, tmp_path):
     # the new item is reachable: its own embedding retrieves it first
     emb = np.load(tiny_run / "coldstart/item_emb.npy")
     assert index.search(emb[:1], 1)[1][0, 0] == n_before
-    recs = recommend(tiny_run, "u0", k=len(catalog), use_reranker=False)
+    recs = Recommender.load(tiny_run, served=ServedConfig("dense")).recommend("u0", k=len(catalog))
     assert {"Orbit", "Soup"} <= set(recs["title"])
     # adding the same ids again is refused, naming them
     assert main(["coldstart", "add-items", "--run-dir", str(tiny_run), "--items", str(new)]) == 2
@@ -174,21 +178,29 @@ def test_finetune_stage_validates_checkpoints_and_resumes(tiny_run, tmp_path):
     assert main(["finetune", "--run-dir", str(run), "--resume"]) == 0  # finished run: nothing left to train
 
 
-def test_reranker_validates_and_selects_depth_and_fusion_on_validation(tiny_run, tmp_path):
+def test_select_chooses_the_served_configuration_on_validation(tiny_run, tmp_path, capsys):
     import shutil
 
     log = [json.loads(line) for line in (tiny_run / "reranker" / "rerank_log.jsonl").read_text().splitlines()]
     assert "val_retrieval_ndcg@10" in log[0] and any("val_ndcg@10" in r for r in log)
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    assert main(["rerank", "train", "--run-dir", str(run), "--set", "rerank.select_on_valid=true"]) == 0
-    sel = json.loads((run / "reranker" / "selection.json").read_text())
-    grid = {(g["depth"], g["weight"]): g["val_ndcg@10"] for g in sel["grid"]}
-    assert set(grid) == {(d, w) for d in (3, 6) for w in (0.0, 0.5, 1.0)}
-    assert grid[(sel["depth"], sel["weight"])] == max(grid.values()) == sel["val_ndcg@10"]
-    assert grid[(3, 0.0)] == grid[(6, 0.0)] == pytest.approx(sel["val_retrieval_ndcg@10"])  # w=0: retrieval
+    assert main(["select", "--run-dir", str(run)]) == 0
+    assert "served:" in capsys.readouterr().out
+    served = json.loads((run / "served.json").read_text())
+    grid = {(g["first_stage"], g["rerank_depth"], g["rerank_weight"]): g["val_ndcg@10"]
+            for g in served["validation"]["grid"]}
+    expected = {(s, 0, 1.0) for s in ("dense", "hybrid")} | {
+        (s, d, w) for s in ("dense", "hybrid") for d in (3, 6) for w in (0.5, 1.0)}
+    assert set(grid) == expected
+    best = (served["first_stage"], served["rerank_depth"], served["rerank_weight"])
+    assert grid[best] == max(grid.values()) and served["chosen_by"] == "validation"
+    dense = served["validation"]["dense_rerank"]
+    assert grid[("dense", dense["depth"], dense["weight"])] == max(v for k, v in grid.items()
+                                                                  if k[0] == "dense" and k[1] > 0)
     assert main(["rerank", "apply", "--run-dir", str(run)]) == 0
     assert main(["evaluate", "--run-dir", str(run)]) == 0
     report = json.loads((run / "report.json").read_text())
     heads = [r for r in report["rerank_sweep"] if r["headline"]]
-    assert heads and all((r["depth"], r["weight"]) == (sel["depth"], sel["weight"]) for r in heads)
+    assert heads and all((r["depth"], r["weight"]) == (dense["depth"], dense["weight"]) for r in heads)
+    assert report["served"]["first_stage"] == served["first_stage"]

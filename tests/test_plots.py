@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from recsys_llm import plots
+from recsys_llm.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +77,7 @@ def test_failed_plot_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_import_is_cheap_and_plotting_leaves_pyplot_alone():
-    code = ("import sys, recsys_llm.plots as p; assert 'matplotlib' not in sys.modules; "
+    code = ("import sys, recsys_llm.report.plots as p; assert 'matplotlib' not in sys.modules; "
             "import tempfile, pathlib; p.plot_popularity_histogram({'m': [1, 2]}, pathlib.Path(tempfile.mkdtemp()) / 'h.png'); "
             "assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from recsys_llm import baselines, ranking
-from recsys_llm.evaluate import per_user_metrics
 from recsys_llm.ranking import (
     embedding_ranking_metrics,
     full_ranking_metrics,
@@ -20,6 +19,7 @@ from recsys_llm.ranking import (
     rank_items,
     topk_metrics,
 )
+from recsys_llm.report.measures import per_user_metrics
 
 
 def test_popularity_scores_counts():

@@ -176,7 +176,7 @@ def test_validation_tracks_ndcg_and_keeps_the_best_weights(tiny_bert_path, tmp_p
 
 
 def test_prefix_examples_use_training_data_only():
-    from recsys_llm.pipeline import _prefix_examples
+    from recsys_llm.stages.rerank import prefix_examples as _prefix_examples
 
     hist = [np.array([5, 6, 7, 8]), np.array([1]), np.array([2, 3])]
     users, cut = _prefix_examples(hist, per_user=1, seed=0)

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from recsys_llm import stats
-from recsys_llm.stats import Interval, PairedDiff, bootstrap_ci, paired_bootstrap
+from recsys_llm.report import stats
+from recsys_llm.report.stats import Interval, PairedDiff, bootstrap_ci, paired_bootstrap
 
 
 def test_interval_covers_the_mean_with_the_textbook_width():

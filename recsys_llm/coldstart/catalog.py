@@ -40,16 +40,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from recsys_llm.coldstart.items import full_catalog
+from recsys_llm.artifacts import encoder_identity
 from recsys_llm.config import PipelineConfig, TextConfig
-from recsys_llm.data.ids import IdMap
 from recsys_llm.data.io import (
     DataError,
     _BadRows,
@@ -62,22 +59,16 @@ from recsys_llm.data.io import (
     _Table,
 )
 from recsys_llm.data.schema import INTERACTION_COLUMNS, Dataset
+from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.io_utils import atomic_dir, atomic_save_npy, atomic_write_json, load_json
-from recsys_llm.pipeline import (
-    RunDir,
-    _encoder_identity,
-    _write_jsonl,
-    candidate_depth,
-    item_vectors,
-    load_embeddings,
-    load_encoder,
-    load_run_index,
-)
+from recsys_llm.run import RunDir, write_jsonl
+from recsys_llm.serve.catalogue import UnknownIdError
+from recsys_llm.serve.recommender import Recommender
+from recsys_llm.stages.index import build_tuned_index, query_sample
 from recsys_llm.text.templates import ITEM_TEMPLATES, item_texts
 
 logger = logging.getLogger(__name__)
 
-_ENCODER_KEYS = ("backbone", "adapter_sha256", "pooling", "dim")  # what makes two encoders' vectors equal
 
 
 # ------------------------------------------------------------------------------------------------- build
@@ -169,33 +160,11 @@ def _check_backend(cfg: PipelineConfig) -> None:
 
 
 def _catalog_index(cfg: PipelineConfig, vectors: np.ndarray, ids: np.ndarray):
-    """The configured index over the items; an approximate one is tuned with items as queries.
-
-    Returns:
-        ``(index, reason, tuned)`` as :func:`recsys_llm.pipeline.build_index` records them.
-    """
-    from recsys_llm.index.choose import index_from_config
-    from recsys_llm.index.tuning import exact_neighbours, pick, search_param, sweep, use
-
-    index, reason = index_from_config(cfg.index, vectors.shape[1], len(ids))
-    logger.info("index for %d items: %s", len(ids), reason)
-    index.add(vectors, ids)
-    tuned: dict[str, Any] = {}
-    param = search_param(index)[0]
-    if param and not (cfg.index.nprobe or cfg.index.ef_search):
-        rng = np.random.default_rng(cfg.eval.seed)  # no users here: item-to-item is what the catalog serves
-        q = vectors[np.sort(rng.choice(len(ids), min(cfg.index.tune_queries, len(ids)), replace=False))]
-        k = min(candidate_depth(cfg), len(ids))
-        rows = sweep(index, q, exact_neighbours(vectors, ids, q, k), k, stop_at=cfg.index.target_recall)
-        try:
-            row = pick(rows, cfg.index.target_recall)
-        except ValueError as e:
-            logger.warning("%s; keeping the best setting measured", e)
-            row = max(rows, key=lambda r: r.recall)
-        use(index, row)
-        tuned = {"param": param, "value": row.value, f"recall@{k}": round(row.recall, 4), "queries": len(q),
-                 "target": cfg.index.target_recall, "queries_from": "items"}
-    return index, reason, tuned
+    """The configured index over the items; an approximate one is tuned with items as queries (no users here:
+    item-to-item is what a catalog serves). Returns ``(index, reason, tuned)``."""
+    index, reason, tuned = build_tuned_index(cfg, vectors, ids, query_sample(vectors, cfg.index.tune_queries,
+                                                                              cfg.eval.seed))
+    return index, reason, {**tuned, "queries_from": "items"} if tuned else tuned
 
 
 def build_catalog(items: pd.DataFrame | str | Path, run_dir: str | Path, cfg: PipelineConfig | None = None,
@@ -223,8 +192,6 @@ def build_catalog(items: pd.DataFrame | str | Path, run_dir: str | Path, cfg: Pi
         >>> build_catalog("products.csv", "runs/shop")["n_items"]  # doctest: +SKIP
         1250
     """
-    from recsys_llm.encoder.model import TwoTowerEncoder
-
     t0 = time.perf_counter()
     cfg = cfg or PipelineConfig()
     run = RunDir(Path(run_dir))
@@ -247,7 +214,7 @@ def build_catalog(items: pd.DataFrame | str | Path, run_dir: str | Path, cfg: Pi
     ds = Dataset("catalog", empty, catalog, users, sources=[source])
     ds.validate()
     zero_shot = encoder_run is None
-    meta = {"zero_shot": zero_shot, "encoder": _encoder_identity(encoder, cfg, zero_shot), "dim": encoder.dim,
+    meta = {"zero_shot": zero_shot, "encoder": encoder_identity(encoder, cfg, zero_shot), "dim": encoder.dim,
             "data_fingerprint": ds.fingerprint(), "n_items": len(emb), "n_users": 0, "catalog_only": True,
             "encoder_run": None if encoder_run is None else str(Path(encoder_run).resolve())}
     index, reason, tuned = _catalog_index(cfg, emb, ids)
@@ -257,7 +224,7 @@ def build_catalog(items: pd.DataFrame | str | Path, run_dir: str | Path, cfg: Pi
         new = RunDir(tmp)
         cfg.save(new.config)
         ds.save(new.data)
-        _write_jsonl(new.text / "items.jsonl", [{"item": i, "text": t} for i, t in enumerate(texts)])
+        write_jsonl(new.text / "items.jsonl", [{"item": i, "text": t} for i, t in enumerate(texts)])
         if not zero_shot:
             encoder.save(new.encoder)
         out = new.embeddings()
@@ -277,55 +244,13 @@ def build_catalog(items: pd.DataFrame | str | Path, run_dir: str | Path, cfg: Pi
 
 
 # ------------------------------------------------------------------------------------------------- query
-@dataclass
-class _Served:
-    """What the query functions need from a run, loaded once."""
-
-    run: RunDir
-    cfg: PipelineConfig
-    catalog: pd.DataFrame  # full_catalog: row i = internal id i
-    item_emb: np.ndarray  # (n_prepared, dim)
-    index: Any
-    encoder: Any = None
-
-
-def _open(run_dir: str | Path, with_encoder: bool) -> _Served:
-    """The run's catalog, index and (``with_encoder``) the encoder that made its item vectors.
-
-    The encoder is the run's ``encoder/`` when it has one (trained run, or a catalog built with an encoder
-    run), else the untuned ``cfg.encoder`` backbone; it must match the embeddings' recorded identity.
-    """
-    from recsys_llm.encoder.model import TwoTowerEncoder
-
-    run = RunDir(Path(run_dir))
-    if not run.config.is_file():
-        raise FileNotFoundError(f"{run.root}: not a run directory (no config.json); build one with `recsys-llm "
-                                f"coldstart catalog --items FILE --run-dir {run.root}` or `recsys-llm prepare`")
-    cfg = run.load_config()
-    item_emb, _, meta = load_embeddings(run)
-    served = _Served(run, cfg, full_catalog(run.root), item_emb, load_run_index(run, meta))
-    if with_encoder:
-        if run.encoder.exists():
-            encoder = load_encoder(run, cfg.train.device)
-        else:
-            encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=False, device=cfg.train.device)
-        have, want = encoder.fingerprint(), meta["encoder"]
-        bad = [f"{k}: {want.get(k)!r} vs {have.get(k)!r}" for k in _ENCODER_KEYS if want.get(k) != have.get(k)]
-        if bad:
-            raise ValueError(f"{run.embeddings()}: the item embeddings were made by another encoder than the run's "
-                             f"({'; '.join(bad)}); re-embed them (`recsys-llm embed`, or rebuild the catalog)")
-        served.encoder = encoder
-    return served
-
-
 def _check_k(k: int) -> None:
     if k < 1:
         raise ValueError(f"k={k}; ask for at least one item")
 
 
-def _results(catalog: pd.DataFrame, scores: np.ndarray, ids: np.ndarray, k: int) -> pd.DataFrame:
-    keep = ids >= 0
-    ids, scores = ids[keep][:k], scores[keep][:k]
+def _results(rec: Recommender, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    catalog = rec.catalogue.catalog
     return pd.DataFrame({
         "rank": np.arange(1, len(ids) + 1),
         "item_id": catalog["item_id"].astype(str).to_numpy()[ids],
@@ -348,15 +273,14 @@ def similar_items(run_dir: str | Path, item_id: str, k: int = 10) -> pd.DataFram
         ['Storm shell jacket', 'Trail rain jacket', 'Packable windbreaker']
     """
     _check_k(k)
-    s = _open(run_dir, with_encoder=False)
-    internal = int(IdMap(s.catalog["item_id"].astype(str).to_numpy(dtype=object)).to_internal(
-        pd.Series([str(item_id)]))[0])
-    if internal < 0:
-        sample = ", ".join(s.catalog["item_id"].astype(str).head(5))
-        raise ValueError(f"item {item_id!r} is not in the catalog of {s.run.root} (ids look like {sample})")
-    query = item_vectors(s.run, s.item_emb)[internal : internal + 1]  # (1, dim)
-    scores, ids = s.index.search(query, k, exclude=[[internal]])
-    return _results(s.catalog, scores[0], ids[0], k)
+    rec = Recommender.load(run_dir, served=None)
+    try:
+        internal = int(rec.item_internal([str(item_id)])[0])
+    except UnknownIdError:
+        sample = ", ".join(rec.catalogue.catalog["item_id"].astype(str).head(5))
+        raise UnknownIdError(f"item {item_id!r} is not in the catalog of {rec.run.root} (ids look like {sample})"
+                             ) from None
+    return _results(rec, *rec.similar(internal, k))
 
 
 def search_text(run_dir: str | Path, text: str, k: int = 10) -> pd.DataFrame:
@@ -374,7 +298,5 @@ def search_text(run_dir: str | Path, text: str, k: int = 10) -> pd.DataFrame:
     _check_k(k)
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text is empty; describe what you are looking for, e.g. 'a movie about astronauts'")
-    s = _open(run_dir, with_encoder=True)
-    query = s.encoder.encode_users([text.strip()], s.cfg.text.user_max_tokens, show_progress=False)  # (1, dim)
-    scores, ids = s.index.search(query, k)
-    return _results(s.catalog, scores[0], ids[0], k)
+    rec = Recommender.load(run_dir)
+    return _results(rec, *rec.search(text.strip(), k))

@@ -3,7 +3,8 @@
 The metrics take ``hits`` (bool, ``(n_users, K)``, column ``r-1`` = "the item at rank r is held out"),
 ``n_rel`` (int64, ``(n_users,)``, number of distinct held-out items) and a cut-off ``k <= K``, and return a
 float64 array with one value per user. Users with ``n_rel == 0`` get ``NaN`` for every metric: they have
-nothing to find, so the caller drops them before averaging (`recsys_llm.evaluate.evaluate_ranked` does).
+nothing to find, so the caller drops them before averaging (`recsys_llm.report.measures.evaluate_ranked`
+does; :func:`recsys_llm.ranking.mean_metrics` skips them).
 
 Build the hit matrix once with `hit_matrix`, then read every metric off it:
 

@@ -17,7 +17,7 @@ Each point is the mean NDCG@k over the slice's users with a 95% bootstrap interv
 ``eval.max_users`` users when set).
 
 Example:
-    >>> from recsys_llm.fewshot import few_shot_curves
+    >>> from recsys_llm.report.fewshot import few_shot_curves
     >>> curves = few_shot_curves(ctx)   # doctest: +SKIP
     >>> curves["item"]["models"]["hybrid (text + collaborative)"]["NDCG@10"]   # one value per count
 """
@@ -30,8 +30,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from recsys_llm.data.splits import histories
-from recsys_llm.pipeline import sample_users
+from recsys_llm.artifacts import load_embeddings, load_encoder, load_hybrid
+from recsys_llm.classic import make_baseline
+from recsys_llm.data.splits import histories, targets
+from recsys_llm.encoder.user_pooling import encode_histories
+from recsys_llm.hybrid import HybridModel, fit_collaborative, text_neighbours
+from recsys_llm.protocol import rank_full, sample_users, tie_order
+from recsys_llm.report.measures import per_user_metrics
+from recsys_llm.report.scoring import BASELINE_NAMES, MODEL_NAMES
+from recsys_llm.report.stats import bootstrap_ci
+from recsys_llm.run import Context
+from recsys_llm.text.templates import user_texts
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +49,6 @@ HistFn = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
 
 
 def _point(ranked: np.ndarray, tg: list[np.ndarray], k: int, n_boot: int, seed: int) -> tuple[float, float, float]:
-    from recsys_llm.evaluate import per_user_metrics
-    from recsys_llm.stats import bootstrap_ci
 
     v = per_user_metrics(ranked, tg, [k])[f"NDCG@{k}"]
     ci = bootstrap_ci(v, n_boot=n_boot, seed=seed)
@@ -59,8 +66,6 @@ def _scorers(hist: list[np.ndarray], text_u: np.ndarray, pooled: np.ndarray, cf,
              items: np.ndarray) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Every model of the curves as ``rows (b,) -> scores (b, n_items)``; ``rows`` index ``hist`` / ``text_u`` /
     ``pooled`` (one entry per evaluated user)."""
-    from recsys_llm.compare import BASELINE_NAMES
-    from recsys_llm.pipeline import MODEL_NAMES
 
     n_items = len(items)
     dense_u = pooled if hybrid.user_model == "pooling" else text_u
@@ -89,7 +94,7 @@ def item_side_split(cold: pd.DataFrame, n_max: int) -> tuple[pd.DataFrame, pd.Da
     return order, order[order["position"] >= n_max]
 
 
-def few_shot_curves(ctx, counts: Sequence[int] | None = None, k: int = 10) -> dict:
+def few_shot_curves(ctx: Context, counts: Sequence[int] | None = None, k: int = 10) -> dict:
     """Item-side and user-side few-shot curves of every model the run has (see the module docstring).
 
     Returns:
@@ -97,7 +102,6 @@ def few_shot_curves(ctx, counts: Sequence[int] | None = None, k: int = 10) -> di
         {"NDCG@k": [...], "low": [...], "high": [...]}}}``; a side is ``None`` when the run cannot support it
         (no cold items / no user with enough history).
     """
-    from recsys_llm.pipeline import load_embeddings, load_hybrid
 
     counts = sorted(set(ctx.cfg.hybrid.few_shot if counts is None else counts))
     items, text_users, _ = load_embeddings(ctx.run)
@@ -106,12 +110,7 @@ def few_shot_curves(ctx, counts: Sequence[int] | None = None, k: int = 10) -> di
             "user": _user_side(ctx, models, [c for c in counts if c >= 1], k)}
 
 
-def _item_side(ctx, models: tuple, counts: list[int], k: int) -> dict | None:
-    from recsys_llm.classic import make_baseline
-    from recsys_llm.compare import rank_full, tie_order
-    from recsys_llm.encoder.user_pooling import encode_histories
-    from recsys_llm.hybrid import HybridModel, fit_collaborative, text_neighbours
-    from recsys_llm.pipeline import MODEL_NAMES
+def _item_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict | None:
 
     split, cfg = ctx.split, ctx.cfg
     if len(split.cold_items) == 0 or not counts:
@@ -154,13 +153,7 @@ def _item_side(ctx, models: tuple, counts: list[int], k: int) -> dict | None:
             "models": out}
 
 
-def _user_side(ctx, models: tuple, counts: list[int], k: int) -> dict | None:
-    from recsys_llm.classic import make_baseline
-    from recsys_llm.compare import rank_full, tie_order
-    from recsys_llm.data.splits import targets
-    from recsys_llm.encoder.user_pooling import encode_histories
-    from recsys_llm.pipeline import MODEL_NAMES, load_encoder
-    from recsys_llm.text.templates import user_texts
+def _user_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict | None:
 
     split, cfg = ctx.split, ctx.cfg
     if not counts:

@@ -1,0 +1,156 @@
+"""Loading a run's trained models and vectors, checked against each other: the one place every reader uses.
+
+Stages, the :class:`~recsys_llm.serve.recommender.Recommender`, the report and the cold-start commands all
+read encoder, embeddings, index, hybrid and reranker through these functions, so a mismatch (embeddings
+made by another encoder, an index built from other embeddings, a hybrid fitted on other vectors) is refused
+in one place, with the stage to rerun.
+
+The live catalog: items added or updated after ``prepare`` (``coldstart/items.parquet`` + ``item_emb.npy``,
+rows keyed by internal id) and retired items (``coldstart/retired.npy``) are applied on top of the prepared
+catalog by :func:`full_catalog`, :func:`item_vectors` and :func:`catalog_vectors`.
+
+Example:
+    >>> run = RunDir("runs/demo")                          # doctest: +SKIP
+    >>> item_emb, user_emb, meta = load_embeddings(run)    # doctest: +SKIP
+    >>> index = load_run_index(run, meta)                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from recsys_llm.config import PipelineConfig
+from recsys_llm.encoder.model import TwoTowerEncoder
+from recsys_llm.encoder.user_pooling import PoolingUserModel
+from recsys_llm.hybrid import HybridModel
+from recsys_llm.index.base import VectorIndex, load_index
+from recsys_llm.rerank.cross_encoder import CrossEncoder
+from recsys_llm.run import ArtifactError, Context, RunDir, read_json, read_npy, read_parquet
+
+logger = logging.getLogger(__name__)
+
+
+def load_encoder(run: RunDir, device: str = "auto") -> TwoTowerEncoder:
+    """The fine-tuned two-tower encoder of a run."""
+    return TwoTowerEncoder.load(run.require(run.encoder, "finetune"), device=device)
+
+
+def load_reranker(run: RunDir, cfg: PipelineConfig) -> CrossEncoder:
+    """The trained cross-encoder, as the scoring copy ``rerank.quantize`` asks for."""
+    folder = run.require(run.reranker, "rerank train")
+    return CrossEncoder.load(folder, device=cfg.train.device).for_scoring(cfg.rerank.quantize)
+
+
+def encoder_identity(encoder: TwoTowerEncoder, cfg: PipelineConfig, zero_shot: bool) -> dict:
+    """What makes two sets of vectors comparable: backbone, adapter hash, pooling, dim and item template."""
+    ident = dict(encoder.fingerprint())
+    if zero_shot:
+        ident["adapter_sha256"] = None
+    ident["item_template"] = cfg.text.item_template
+    return ident
+
+
+def load_embeddings(run: RunDir, zero_shot: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(item_emb (n_items, d), user_emb (n_users, d), embeddings.json)``, checked for shape and NaN."""
+    stage = "embed" + (" --zero-shot" if zero_shot else "")
+    folder = run.require(run.embeddings(zero_shot), stage)
+    meta = read_json(run, folder / "embeddings.json", stage)
+    items = read_npy(run, folder / "item_emb.npy", stage, ndim=2, rows=meta.get("n_items"), finite=True)
+    users = read_npy(run, folder / "user_emb.npy", stage, ndim=2, rows=meta.get("n_users"), finite=True)
+    if items.shape[1] != meta.get("dim", items.shape[1]) or (len(users) and users.shape[1] != items.shape[1]):
+        raise ArtifactError(folder, f"item dim {items.shape[1]}, user dim {users.shape[1]} and embeddings.json "
+                            f"dim {meta.get('dim')} disagree", stage, run.root)
+    return items, users, meta
+
+
+def check_embeddings(ctx: Context, items: np.ndarray, users: np.ndarray, meta: dict) -> None:
+    """Refuse embeddings made for another data set or split (a silently wrong number otherwise)."""
+    fp = ctx.ds.fingerprint()
+    problems = []
+    if meta.get("data_fingerprint") != fp:
+        problems.append(f"data fingerprint {meta.get('data_fingerprint')} != {fp}")
+    if items.shape[0] != ctx.split.n_items:
+        problems.append(f"{items.shape[0]} item embeddings for {ctx.split.n_items} items")
+    if users.shape[0] != ctx.split.n_users:
+        problems.append(f"{users.shape[0]} user embeddings for {ctx.split.n_users} users")
+    if problems:
+        raise ArtifactError(ctx.run.embeddings(bool(meta.get("zero_shot"))),
+                            "made for other data than this run's: " + "; ".join(problems),
+                            "embed (and the stages after it)", ctx.run.root)
+
+
+def load_run_index(run: RunDir, meta: dict, use_gpu: str | None = None) -> VectorIndex:
+    """The run's index, refused when it was built from other embeddings than ``meta`` describes."""
+    if use_gpu is None:
+        use_gpu = run.load_config().index.use_gpu
+    return load_index(run.require(run.index, "index build"), use_gpu=use_gpu,
+                      expected={"dim": meta["dim"], "metadata": {"encoder": meta["encoder"],
+                                                                  "data_fingerprint": meta["data_fingerprint"]}})
+
+
+def load_hybrid(run: RunDir) -> tuple[HybridModel, PoolingUserModel]:
+    """(HybridModel, PoolingUserModel) of a run, checked against its current embeddings."""
+    model = HybridModel.load(run.require(run.hybrid, "hybrid"))
+    meta = read_json(run, run.embeddings() / "embeddings.json", "embed")
+    if model.info.get("embeddings") != meta["encoder"] or model.info.get("data_fingerprint") != meta["data_fingerprint"]:
+        raise ArtifactError(run.hybrid, f"fitted on other embeddings than {run.embeddings()}", "hybrid", run.root)
+    return model, PoolingUserModel.load(run.hybrid)
+
+
+# -------------------------------------------------------------------------------------------- live catalog
+def full_catalog(run: RunDir) -> pd.DataFrame:
+    """The run's catalog with every cold-start addition and update applied (row i has item == i)."""
+    items = read_parquet(run, run.data / "items.parquet", "prepare")
+    extra = run.coldstart / "items.parquet"
+    if not extra.exists():
+        return items
+    rows = read_parquet(run, extra, "coldstart add-items")
+    merged = pd.concat([items[~items["item"].isin(rows["item"])], rows], ignore_index=True)
+    return merged.sort_values("item", kind="stable").reset_index(drop=True).fillna("")
+
+
+def retired_items(run: RunDir) -> np.ndarray:
+    """Internal ids of items retired from the index (never served again)."""
+    path = run.coldstart / "retired.npy"
+    return read_npy(run, path, "coldstart retire", ndim=1).astype(np.int64) if path.exists() else np.empty(0, np.int64)
+
+
+def item_vectors(run: RunDir, item_emb: np.ndarray) -> np.ndarray:
+    """Vectors of every item ever in the run (row = internal id): the prepared catalog, then cold-start
+    items added or updated since (``coldstart/``; updates replace catalog rows)."""
+    rows_file, emb_file = run.coldstart / "items.parquet", run.coldstart / "item_emb.npy"
+    if not (rows_file.exists() and emb_file.exists()):
+        return item_emb
+    rows = read_parquet(run, rows_file, "coldstart add-items", ["item"])["item"].to_numpy(dtype=np.int64)
+    emb = read_npy(run, emb_file, "embed", ndim=2, rows=len(rows), finite=True)
+    if emb.shape[1] != item_emb.shape[1]:
+        raise ArtifactError(emb_file, f"dimension {emb.shape[1]}, the catalog's is {item_emb.shape[1]}", "embed",
+                            run.root)
+    vectors = np.zeros((max(len(item_emb), int(rows.max()) + 1), item_emb.shape[1]), dtype=np.float32)
+    vectors[: len(item_emb)] = item_emb
+    vectors[rows] = emb
+    return vectors
+
+
+def catalog_vectors(run: RunDir, item_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the index should hold: :func:`item_vectors` minus retired items. Row ``j`` is item ``ids[j]``."""
+    vectors = item_vectors(run, item_emb)
+    ids = np.arange(len(vectors), dtype=np.int64)
+    retired = retired_items(run)
+    if len(retired):
+        keep = ~np.isin(ids, retired)
+        vectors, ids = vectors[keep], ids[keep]
+    return vectors, ids
+
+
+def outside_catalog(index: VectorIndex, n_items: int) -> np.ndarray:
+    """Ids in ``index`` beyond the prepared catalog (cold-start items added since): evaluation and reranker
+    training work on the prepared catalog and its split, so these are filtered like seen items."""
+    ids = index.ids
+    extra = ids[ids >= n_items]
+    if len(extra):
+        logger.info("%d items added after prepare are left out of evaluation and reranker training", len(extra))
+    return extra
