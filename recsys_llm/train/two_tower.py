@@ -63,10 +63,11 @@ from recsys_llm.train.checkpoint import (
 )
 from recsys_llm.train.pairs import TrainingPairs
 from recsys_llm.train.records import RecordLog
-from recsys_llm.train.resume import LoopState, check_compatible, run_meta
+from recsys_llm.train.resume import RESUME_MUST_MATCH, LoopState, check_compatible, run_meta
 from recsys_llm.train.sampler import PairBatchSampler
 from recsys_llm.train.schedule import build_optimizer, lr_factor
 from recsys_llm.train.step import (
+    TEMPERATURE_RANGE,
     Batch,
     TrainModule,
     backward_step,
@@ -75,8 +76,8 @@ from recsys_llm.train.step import (
 )
 from recsys_llm.train.validation import ValidationSet, evaluate_retrieval
 
-__all__ = ["TrainResult", "ValidationSet", "evaluate_retrieval", "lr_factor", "make_accelerator",
-           "train_two_tower"]
+__all__ = ["RESUME_MUST_MATCH", "TEMPERATURE_RANGE", "TrainResult", "ValidationSet", "evaluate_retrieval",
+           "lr_factor", "make_accelerator", "train_two_tower"]
 
 logger = logging.getLogger(__name__)
 
