@@ -52,14 +52,13 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers import AutoConfig
 
-from recsys_llm.baselines import rank_items
 from recsys_llm.config import EncoderConfig, PipelineConfig, TrainConfig
 from recsys_llm.data.io import load_dataset
 from recsys_llm.data.splits import histories, make_split, targets
 from recsys_llm.device import resolve_device
 from recsys_llm.encoder.backbone import architecture_spec, load_tokenizer, resolve_backbone_path
 from recsys_llm.encoder.model import TwoTowerEncoder
-from recsys_llm.metrics import hit_matrix, ndcg_at_k
+from recsys_llm.ranking import full_ranking_metrics
 from recsys_llm.report.stats import paired_bootstrap
 from recsys_llm.text.templates import history_text, item_texts
 from recsys_llm.train.pairs import build_pairs
@@ -243,9 +242,7 @@ def lora_checksum(model: torch.nn.Module) -> float:
 
 def ndcg10(user_emb: np.ndarray, item_emb: np.ndarray) -> np.ndarray:
     """Per-user NDCG@10, full ranking over every catalog item, each user's training items filtered."""
-    _, ranked = rank_items(user_emb @ item_emb.T, 10, seen=val_seen)
-    hits, n_rel = hit_matrix(ranked, val_true)
-    return ndcg_at_k(hits, n_rel, 10)
+    return full_ranking_metrics(user_emb @ item_emb.T, val_true, 10, seen=val_seen, metrics=("ndcg",))["ndcg@10"]
 
 
 def reset_accelerate() -> None:

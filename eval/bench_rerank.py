@@ -215,8 +215,7 @@ def use(variant: str, max_tokens: int) -> CrossEncoder:
     """The variant's model set to ``max_tokens`` with an empty item cache of the variant's size."""
     m, cache = models[variant]
     m.cfg.max_tokens, m.item_cache_size = max_tokens, cache
-    m._item_tokens.clear()
-    m._cut_tokens.clear()
+    m.pairs.clear_cache()
     return m
 
 
@@ -228,7 +227,7 @@ def seq_flops(s: np.ndarray | int) -> np.ndarray:
 
 def flops(m: CrossEncoder, u_txt: list[str], i_txt: list[str], per_user: int | None = None) -> dict:
     """Padded and useful model FLOPs of scoring these pairs (per user call when ``per_user``)."""
-    _, lengths = m._encode_pairs(u_txt, i_txt)
+    _, lengths = m.pairs.encode_pairs(u_txt, i_txt)
     step = per_user or len(lengths)
     chunks = [lengths[i:i + step] for i in range(0, len(lengths), step)]
     padded = 0.0

@@ -34,7 +34,7 @@ Example:
     >>> cf = fit_collaborative("itemknn", train, n_users=3, n_items=4)
     >>> model = HybridModel(cf, weight=0.5, confidence=0.0)
     >>> dense = np.array([[0.1, 0.2, 0.3, 0.9]], dtype=np.float32)   # item 3: nobody touched it
-    >>> model.score(dense, [np.array([0])]).argmax()                 # text still finds it
+    >>> int(model.score(dense, [np.array([0])]).argmax())            # text still finds it
     3
 """
 
@@ -48,8 +48,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
+from recsys_llm.classic import EASE, ItemKNN
 from recsys_llm.io_utils import atomic_path, atomic_write_json, load_json
+from recsys_llm.ranking import full_ranking_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -112,33 +116,42 @@ class CollaborativeScorer:
             out[:, : self.n_items] = (x @ self.matrix).toarray()
         return out
 
-    def save(self, folder: str | Path, extra: dict | None = None) -> None:
-        from safetensors.numpy import save_file
-
+    def save(self, folder: str | Path) -> None:
+        """Write ``collaborative.safetensors`` (the sparse matrix and the counts) into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        m = self.matrix.tocsr()
-        tensors = {"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int64),
-                   "data": m.data.astype(np.float32), "counts": self.counts.astype(np.int64)}
-        with atomic_path(folder / MATRIX_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata={"name": self.name, "n_items": str(self.n_items)})
+        _save_sparse(folder / MATRIX_FILE, self.matrix, {"counts": self.counts.astype(np.int64)},
+                     metadata={"name": self.name, "n_items": str(self.n_items)})
 
     @classmethod
     def load(cls, folder: str | Path) -> CollaborativeScorer:
-        from safetensors import safe_open
-
         path = Path(folder) / MATRIX_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; run `recsys-llm hybrid --run-dir RUN` first")
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            t = {k: f.get_tensor(k) for k in ("indptr", "indices", "data", "counts")}
+        t, meta = _load_sparse(path)
         n = int(meta.get("n_items", len(t["counts"])))
         if len(t["indptr"]) != n + 1 or len(t["counts"]) != n or len(t["indices"]) != len(t["data"]):
             raise ValueError(f"{path}: inconsistent sparse matrix ({len(t['indptr'])} indptr, {len(t['counts'])} "
                              f"counts for {n} items); rerun `recsys-llm hybrid`")
         matrix = sp.csr_matrix((t["data"], t["indices"], t["indptr"]), shape=(n, n))
         return cls(matrix, t["counts"], meta.get("name", "?"))
+
+
+def _save_sparse(path: Path, matrix: sp.csr_matrix, extra: dict[str, np.ndarray] | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
+    """A CSR matrix as ``indptr``/``indices`` (int64) and ``data`` (float32) safetensors, atomically."""
+    m = matrix.tocsr()
+    tensors = {"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int64),
+               "data": m.data.astype(np.float32), **(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def _load_sparse(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Every tensor of a :func:`_save_sparse` file, and its metadata."""
+    with safe_open(str(path), framework="numpy") as f:
+        names = list(f.keys())  # a safetensors handle, not a dict: keys() lists its tensors
+        return {k: f.get_tensor(k) for k in names}, f.metadata() or {}
 
 
 def _prune_columns(dense_or_sparse, keep: int) -> sp.csr_matrix:
@@ -172,8 +185,6 @@ def fit_collaborative(name: str, train: pd.DataFrame, n_users: int, n_items: int
     Raises:
         ValueError: unknown ``name``; the model's own input checks (ids out of range, ...).
     """
-    from recsys_llm.classic import EASE, ItemKNN
-
     if name not in CF_MODELS:
         raise ValueError(f"unknown collaborative model {name!r}; choose one of {', '.join(CF_MODELS)}")
     if name == "ease":
@@ -324,12 +335,7 @@ class HybridModel:
             "weight": self.weight, "confidence": self.confidence, "fusion": self.fusion,
             "user_model": self.user_model, "halflife": self.halflife, "bridge": self.bridge, **self.info})
         if self.neighbours is not None:
-            from safetensors.numpy import save_file
-
-            m = self.neighbours.tocsr()
-            with atomic_path(folder / NEIGHBOURS_FILE) as tmp:
-                save_file({"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int64),
-                           "data": m.data.astype(np.float32)}, str(tmp))
+            _save_sparse(folder / NEIGHBOURS_FILE, self.neighbours)
 
     @classmethod
     def load(cls, folder: str | Path) -> HybridModel:
@@ -345,9 +351,7 @@ class HybridModel:
                 ("format", "cf_model", "weight", "confidence", "fusion", "user_model", "halflife", "bridge")}
         neighbours = None
         if (folder / NEIGHBOURS_FILE).exists():
-            from safetensors.numpy import load_file
-
-            t = load_file(str(folder / NEIGHBOURS_FILE))
+            t, _ = _load_sparse(folder / NEIGHBOURS_FILE)
             n = len(t["indptr"]) - 1
             neighbours = sp.csr_matrix((t["data"], t["indices"], t["indptr"]), shape=(n, n))
         return cls(cf, float(meta["weight"]), float(meta["confidence"]), meta["fusion"], meta["user_model"],
@@ -357,12 +361,11 @@ class HybridModel:
 # -------------------------------------------------------------------------------------------- selection
 def ndcg_at(scores: np.ndarray, targets: Sequence[np.ndarray], exclude: Sequence[np.ndarray],
             k: int = 10) -> np.ndarray:
-    """Per-user NDCG@k of a full ranking of ``scores`` rows with ``exclude`` filtered."""
-    from recsys_llm.baselines import rank_items
-    from recsys_llm.report.measures import per_user_metrics  # temporary: the model-layer scorer replaces it
-
-    ranked = rank_items(np.ascontiguousarray(scores, dtype=np.float32), k, seen=list(exclude))[1]
-    return per_user_metrics(ranked, list(targets), [k])[f"NDCG@{k}"]
+    """Per-user NDCG@k of a full ranking of ``scores`` rows with ``exclude`` filtered, for the users with
+    targets (:func:`recsys_llm.ranking.full_ranking_metrics`, the scorer every validation uses)."""
+    ndcg = full_ranking_metrics(np.ascontiguousarray(scores, dtype=np.float32), list(targets), k,
+                                seen=list(exclude), metrics=("ndcg",))[f"ndcg@{k}"]
+    return ndcg[~np.isnan(ndcg)]
 
 
 def select_weight(dense: np.ndarray, collab: np.ndarray, trust: np.ndarray, targets: Sequence[np.ndarray],

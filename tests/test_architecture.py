@@ -8,6 +8,7 @@ module top except optional heavy dependencies.
 from __future__ import annotations
 
 import ast
+import logging
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,15 @@ def _modules() -> list[Path]:
 def test_import_contract_layers_and_no_cycles(monkeypatch):
     importlinter_cli = pytest.importorskip("importlinter.cli", reason="pip install -e '.[dev]' for import-linter")
     monkeypatch.chdir(ROOT)
-    assert importlinter_cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    # lint_imports configures logging with dictConfig, which disables every logger that exists (the library's,
+    # created when the test modules were collected): re-enable them, or later tests' caplog sees nothing
+    loggers = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    was_disabled = {lg: lg.disabled for lg in loggers}
+    try:
+        assert importlinter_cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    finally:
+        for lg, disabled in was_disabled.items():
+            lg.disabled = disabled
 
 
 def test_modules_are_small():

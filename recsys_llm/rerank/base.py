@@ -62,7 +62,8 @@ class Reranker(ABC):
         if len(rows):
             if ids.max() >= len(item_texts):
                 raise ValueError(f"candidate id {ids.max()} outside item_texts of length {len(item_texts)}")
-            pair = self.score([user_texts[r] for r in rows], [item_texts[i] for i in ids[rows, cols]])
+            items = ids[rows, cols].tolist()
+            pair = self.score([user_texts[r] for r in rows.tolist()], [item_texts[i] for i in items])
             out[rows, cols] = np.asarray(pair, dtype=np.float32).reshape(-1)
         return out
 
