@@ -49,7 +49,6 @@ HistFn = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
 
 
 def _point(ranked: np.ndarray, tg: list[np.ndarray], k: int, n_boot: int, seed: int) -> tuple[float, float, float]:
-
     v = per_user_metrics(ranked, tg, [k])[f"NDCG@{k}"]
     ci = bootstrap_ci(v, n_boot=n_boot, seed=seed)
     return ci.mean, ci.low, ci.high

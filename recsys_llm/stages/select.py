@@ -21,8 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from recsys_llm.data.splits import histories
-from recsys_llm.metrics import hit_matrix, ndcg_at_k
 from recsys_llm.protocol import validation_users
+from recsys_llm.ranking import topk_metrics
 from recsys_llm.run import Context, timed
 from recsys_llm.serve.recommender import Query, Recommender
 from recsys_llm.serve.served import ServedConfig
@@ -36,8 +36,7 @@ def _ndcg(lists: list[np.ndarray], targets: list[np.ndarray]) -> float:
     ranked = np.full((len(lists), K), -1, np.int64)
     for r, ids in enumerate(lists):
         ranked[r, : min(K, len(ids))] = ids[:K]
-    hits, n_rel = hit_matrix(ranked, targets)
-    return float(np.nanmean(ndcg_at_k(hits, n_rel, K)))
+    return float(np.nanmean(topk_metrics(ranked, targets, K, ("ndcg",))[f"ndcg@{K}"]))
 
 
 def _grid(ctx: Context) -> tuple[list[int], list[float]]:
