@@ -43,9 +43,11 @@ def reading(run: RunDir, folder: Path, stage: str):
 
 
 def load_encoder(run: RunDir, device: str = "auto") -> TwoTowerEncoder:
-    """The fine-tuned two-tower encoder of a run."""
+    """The fine-tuned two-tower encoder of a run, encoding at the run's ``encoder.inference_precision``."""
     with reading(run, run.encoder, "finetune"):
-        return TwoTowerEncoder.load(run.require(run.encoder, "finetune"), device=device)
+        encoder = TwoTowerEncoder.load(run.require(run.encoder, "finetune"), device=device)
+    encoder.config.inference_precision = run.load_config().encoder.inference_precision
+    return encoder
 
 
 def load_reranker(run: RunDir, cfg: PipelineConfig) -> CrossEncoder:

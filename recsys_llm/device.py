@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,3 +34,29 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """True where bfloat16 matmuls run natively: CUDA with bf16, or a CPU with AVX512-BF16 / AMX (oneDNN)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def inference_precision(device: torch.device, precision: str = "auto") -> str:
+    """Resolve ``auto`` / ``fp32`` / ``bf16`` to what inference on ``device`` will use."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision={precision!r}; choose auto, fp32 or bf16")
+    if precision == "auto":
+        return "bf16" if bf16_native(device) else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto") -> Any:
+    """A context running ``device`` work in bfloat16 autocast when :func:`inference_precision` says bf16."""
+    if inference_precision(device, precision) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

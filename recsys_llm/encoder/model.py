@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recsys_llm.config import EncoderConfig, section_from_dict
-from recsys_llm.device import resolve_device
+from recsys_llm.device import autocast, resolve_device
 from recsys_llm.encoder.backbone import load_backbone, load_tokenizer, pool, resolve_pooling
 from recsys_llm.encoder.lora import apply_lora
 from recsys_llm.io_utils import atomic_dir, atomic_write_json, load_json
@@ -135,6 +135,7 @@ class TwoTowerEncoder(nn.Module):
         try:
             with (
                 torch.inference_mode(),
+                autocast(self.device, getattr(self.config, "inference_precision", "auto")),
                 tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress) as bar,
             ):
                 for start in range(0, len(texts), batch_size):
