@@ -47,17 +47,9 @@ import pandas as pd
 
 from recsys_llm.artifacts import encoder_identity
 from recsys_llm.config import PipelineConfig, TextConfig
-from recsys_llm.data.io import (
-    DataError,
-    _BadRows,
-    _blank,
-    _build_catalog,
-    _Check,
-    _existing,
-    _missing_column,
-    _read_any,
-    _Table,
-)
+from recsys_llm.data.canonical import canonical_catalog
+from recsys_llm.data.checks import BadRows, Check, DataError, Table, blank, existing, missing_column
+from recsys_llm.data.readers import read_any
 from recsys_llm.data.schema import INTERACTION_COLUMNS, Dataset
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.io_utils import atomic_dir, atomic_save_npy, atomic_write_json, load_json
@@ -77,24 +69,24 @@ def _read_catalog(items: pd.DataFrame | str | Path, on_bad_rows: str) -> tuple[p
 
     The checks are the data loader's: file, row and column named; ``on_bad_rows='drop'`` drops bad rows.
     """
-    problems = _BadRows(on_bad_rows)
+    problems = BadRows(on_bad_rows)
     if isinstance(items, pd.DataFrame):
         source = "items (DataFrame)"
-        table = _Table(items.reset_index(drop=True), source, np.arange(1, len(items) + 1, dtype=np.int64))
+        table = Table(items.reset_index(drop=True), source, np.arange(1, len(items) + 1, dtype=np.int64))
         if len(table) == 0:
             raise DataError(f"{source}: no rows; a catalog needs at least one item")
     else:
-        table = _read_any(_existing(Path(items), "items file"), problems)
+        table = read_any(existing(Path(items), "items file"), problems)
         source = table.file
     for col in ("item_id", "title"):
         if col not in table.frame.columns:
-            raise _missing_column(table, col)
+            raise missing_column(table, col)
     if "item" in table.frame.columns:
         raise DataError(f"{source}: column 'item' is reserved for the internal item index; rename it")
-    empty = _Check("empty_title", "title", _blank(table.frame["title"]),
-                   lambda i: "title is empty; every item needs a title (it is embedded and shown in results)")
+    empty = Check("empty_title", "title", blank(table.frame["title"]),
+                  lambda i: "title is empty; every item needs a title (it is embedded and shown in results)")
     table, _ = problems.apply(table, [empty])
-    catalog = _build_catalog(table, problems).items  # empty and repeated ids
+    catalog = canonical_catalog(table, problems).items  # empty and repeated ids
     if catalog.empty:
         raise DataError(f"{source}: no items left after dropping bad rows; fix the file")
     return catalog, source

@@ -43,6 +43,15 @@ class DataConfig(Section):
     min_rating: float | None = field(
         default=None, metadata=meta("Keep only interactions with rating >= this (None keeps all).",
                                     example=4.0))
+    min_user_interactions: int = field(default=0, metadata=meta(
+        "k-core: drop users with fewer interactions, repeated until stable (0 = off).", example=5))
+    min_item_interactions: int = field(default=0, metadata=meta(
+        "k-core: drop items with fewer interactions, repeated until stable (0 = off).", example=5))
+
+    def validate(self) -> None:
+        for name in ("min_user_interactions", "min_item_interactions"):
+            value = getattr(self, name)
+            _check(value >= 0, "data", name, value, "must be an integer >= 0 (0 = off)")
 
 
 @dataclass
