@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_llm.artifacts import encoder_identity
-from recsys_llm.config import PipelineConfig, TextConfig
+from recsys_llm.config import PipelineConfig
 from recsys_llm.data.canonical import canonical_catalog
 from recsys_llm.data.checks import BadRows, Check, DataError, Table, blank, existing, missing_column
 from recsys_llm.data.readers import read_any
@@ -57,10 +57,9 @@ from recsys_llm.run import RunDir, write_jsonl
 from recsys_llm.serve.catalogue import UnknownIdError
 from recsys_llm.serve.recommender import Recommender
 from recsys_llm.stages.index import build_tuned_index, query_sample
-from recsys_llm.text.templates import ITEM_TEMPLATES, item_texts
+from recsys_llm.text.templates import item_texts, pick_item_template
 
 logger = logging.getLogger(__name__)
-
 
 
 # ------------------------------------------------------------------------------------------------- build
@@ -90,37 +89,6 @@ def _read_catalog(items: pd.DataFrame | str | Path, on_bad_rows: str) -> tuple[p
     if catalog.empty:
         raise DataError(f"{source}: no items left after dropping bad rows; fix the file")
     return catalog, source
-
-
-def _pick_template(catalog: pd.DataFrame, configured: str, source: str) -> str:
-    """The configured template, or (when it is the default) the one rendering most of the catalog's columns."""
-    if configured not in ITEM_TEMPLATES:
-        raise ValueError(f"text.item_template={configured!r} is unknown; choose one of {', '.join(ITEM_TEMPLATES)}")
-    present = set(catalog.columns)
-    if configured != TextConfig().item_template:
-        absent = [c for _, c in ITEM_TEMPLATES[configured] if c not in present]
-        if absent:
-            raise ValueError(f"{source}: text.item_template={configured} renders column(s) {absent}, which the "
-                             f"items lack (columns: {list(catalog.columns)}); add them or choose a template "
-                             "without them (leave the default to pick one automatically)")
-        return configured
-
-    def fit(name: str) -> tuple[int, int]:
-        cols = [c for _, c in ITEM_TEMPLATES[name]]
-        return sum(c in present for c in cols), -len(cols)  # most columns rendered, then fewest parts
-
-    best = max(ITEM_TEMPLATES, key=fit)
-    if fit(best)[0] > fit(configured)[0]:
-        logger.info("%s: item template %s renders more of the items' columns than the default %s; using it",
-                    source, best, configured)
-    else:
-        best = configured
-    known = {c for parts in ITEM_TEMPLATES.values() for _, c in parts}
-    unused = [c for c in catalog.columns if c not in known | {"item", "item_id"}]
-    if unused:
-        logger.warning("%s: column(s) %s are in no item template and are not embedded (templates render %s)",
-                       source, unused, sorted(known))
-    return best
 
 
 def _encoder_folder(encoder_run: str | Path) -> Path:
@@ -190,7 +158,7 @@ def build_catalog(items: pd.DataFrame | str | Path, run_dir: str | Path, cfg: Pi
     _replaceable(run)
     _check_backend(cfg)
     catalog, source = _read_catalog(items, cfg.data.on_bad_rows)
-    template = _pick_template(catalog, cfg.text.item_template, source)
+    template = pick_item_template(catalog.columns, cfg.text.item_template, source, require_columns=True)
     if encoder_run is None:
         encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=False, device=cfg.train.device)
     else:

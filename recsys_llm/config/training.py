@@ -100,7 +100,8 @@ class TextConfig(Section):
 
     item_template: str = field(
         default="title_genres_tags",
-        metadata=meta("Named item template from recsys_llm.text.templates.ITEM_TEMPLATES."),
+        metadata=meta("Named item template from recsys_llm.text.templates.ITEM_TEMPLATES, or a format string over "
+                      "catalog columns, e.g. '{title}. Brand: {brand}. {description}' (empty fields are skipped)."),
     )
     user_max_items: int = field(default=20, metadata=meta("Most recent training items rendered into user text."))
     user_max_tokens: int = field(default=64, metadata=meta("User text is truncated to this many tokens."))
