@@ -91,7 +91,7 @@ def test_pick_item_template(caplog):
     assert "['genres', 'tags'], which the items lack" in caplog.text
 
 
-@pytest.mark.parametrize("module", ["recsys_llm.text.templates", "recsys_llm.data.filters"])
+@pytest.mark.parametrize("module", ["recsys_llm.text.templates", "recsys_llm.data.amazon", "recsys_llm.data.filters"])
 def test_module_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

@@ -23,13 +23,13 @@ class DataConfig(Section):
         default="ml-latest-small",
         metadata=meta(
             "Bundled data set name (ml-latest-small), or a loader name with `path`: ml-100k, ml-1m, ml-10m, "
-            "ml-latest, generic."
+            "ml-latest, generic, amazon (reviews + `items_path` metadata)."
         ),
     )
     path: str | None = field(default=None, metadata=meta(
         "Folder (MovieLens) or interactions file (generic).", example="data/ml-100k"))
     items_path: str | None = field(default=None, metadata=meta(
-        "Items file for the generic loader.", example="items.csv"))
+        "Items file (generic) or metadata dump (amazon).", example="items.csv"))
     descriptions_path: str | None = field(
         default=None,
         metadata=meta("Optional CSV of item descriptions (ml-100k wiki summaries: movie_title,wiki_summary).",
