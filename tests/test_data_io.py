@@ -305,7 +305,7 @@ def test_bad_config(tmp_path):
     with pytest.raises(DataError, match="nope.csv: file not found"):
         load_dataset(DataConfig(dataset="generic", path=str(tmp_path / "nope.csv")))
     assert available_datasets() == [
-        "ml-latest-small", "ml-100k", "ml-1m", "ml-10m", "ml-latest", "generic", "amazon",
+        "ml-latest-small", "ml-100k", "ml-1m", "ml-10m", "ml-latest", "generic", "amazon", "unisrec",
     ]
 
 

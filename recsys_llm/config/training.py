@@ -23,7 +23,7 @@ class DataConfig(Section):
         default="ml-latest-small",
         metadata=meta(
             "Bundled data set name (ml-latest-small), or a loader name with `path`: ml-100k, ml-1m, ml-10m, "
-            "ml-latest, generic, amazon (reviews + `items_path` metadata)."
+            "ml-latest, generic, amazon (reviews + `items_path` metadata), unisrec (atomic-files folder)."
         ),
     )
     path: str | None = field(default=None, metadata=meta(

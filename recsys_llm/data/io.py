@@ -10,8 +10,9 @@ duplicates, ``min_rating``, k-core) and maps users.
 
 Loaders: ``ml-latest-small`` (bundled), ``ml-100k``, ``ml-1m``, ``ml-10m``, ``ml-latest`` (``cfg.path`` = the
 unpacked GroupLens folder; :mod:`~recsys_llm.data.movielens`), ``generic`` (``cfg.path`` = interactions file,
-``cfg.items_path`` = items file; :mod:`~recsys_llm.data.generic`) and ``amazon`` (review + metadata dumps;
-:mod:`~recsys_llm.data.amazon`).
+``cfg.items_path`` = items file; :mod:`~recsys_llm.data.generic`), ``amazon`` (review + metadata dumps;
+:mod:`~recsys_llm.data.amazon`) and ``unisrec`` (UniSRec/RecBole atomic files with their published split;
+:mod:`~recsys_llm.data.unisrec`).
 
 Example:
     >>> from recsys_llm.config import DataConfig
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_llm.config import DataConfig
-from recsys_llm.data import amazon, generic, movielens
+from recsys_llm.data import amazon, generic, movielens, unisrec
 from recsys_llm.data.canonical import Loaded
 from recsys_llm.data.checks import BadRows, DataError
 from recsys_llm.data.filters import drop_duplicates, k_core, min_rating, prune_catalog
@@ -51,6 +52,7 @@ LOADERS: dict[str, Callable[[DataConfig, BadRows], Loaded]] = {
     "ml-latest": movielens.load_ml_latest,
     "generic": generic.load_generic,
     "amazon": amazon.load_amazon,
+    "unisrec": unisrec.load_unisrec,
 }
 """``data.dataset`` name -> loader. A loader reads and checks its files and returns a :class:`Loaded`."""
 
