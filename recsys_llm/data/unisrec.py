@@ -100,7 +100,7 @@ def _to_tokens(values: set[str], remap: dict[str, str]) -> dict[str, str]:
 
 
 class _Sequences:
-    """Per-user sequences rebuilt from the .inter lines, with the line that last extended each."""
+    """Per-user sequences rebuilt from the .inter lines, and each user's validation and test target."""
 
     def __init__(self) -> None:
         self.seq: dict[str, list[str]] = {}
@@ -110,19 +110,16 @@ class _Sequences:
         """Append ``target`` after checking that ``history`` is the end (or the start) of the user's sequence."""
         seq = self.seq.get(user, [])
         n = len(history)
-        if not seq:
-            merged = list(history)
-        elif n and n <= len(seq) and seq[-n:] == history:
-            merged = seq
-        elif n > len(seq) and history[: len(seq)] == seq:
-            merged = list(history)
+        if n and n <= len(seq) and seq[-n:] == history:
+            seq.append(target)
+        elif not seq or (n > len(seq) and history[: len(seq)] == seq):
+            self.seq[user] = [*history, target]
         else:
             raise DataError(
                 f"{where}: the history of user {user!r} ({' '.join(history[-5:]) or 'empty'}, last 5 shown) does "
                 f"not continue the sequence rebuilt from the user's earlier lines (ending {' '.join(seq[-5:])}); "
                 "each line must list the items before the target, oldest first"
             )
-        self.seq[user] = [*merged, target]
 
 
 def _read_inter(path: Path, problems: BadRows) -> tuple[pd.DataFrame, np.ndarray]:
@@ -137,13 +134,14 @@ def _rebuild(folder: Path, name: str, problems: BadRows) -> tuple[_Sequences, li
         path = _file(folder, name, f"{part}.inter")
         sources.append(str(path))
         frame, rows = _read_inter(path, problems)
-        histories = [h.split() for h in frame["item_id_list"]]
+        # plain lists, each history split when used: all at once would be 25M strings on a large category
+        users, targets, histories = (frame[c].tolist() for c in ("user_id", "item_id", "item_id_list"))
         order = np.arange(len(frame))
         if part == "train":  # by user, then history length; UniSRec writes each user's longest line first
-            lengths = np.array([len(h) for h in histories])
+            lengths = np.fromiter((len(h.split()) for h in histories), dtype=np.int64, count=len(histories))
             order = np.lexsort((-order, lengths, pd.factorize(frame["user_id"])[0]))
-        for i in order:
-            user, target = frame["user_id"].iat[i], frame["item_id"].iat[i]
+        for i in order.tolist():
+            user, target = users[i], targets[i]
             where = f"{path}: row {rows[i]}"
             if not user or not target:
                 raise DataError(f"{where}: empty user_id or item_id; every line needs both")
@@ -151,7 +149,7 @@ def _rebuild(folder: Path, name: str, problems: BadRows) -> tuple[_Sequences, li
                 if user in seqs.targets[part]:
                     raise DataError(f"{where}: user {user!r} has a second line; {part}.inter holds one per user")
                 seqs.targets[part][user] = target
-            seqs.extend(user, histories[i], target, where)
+            seqs.extend(user, histories[i].split(), target, where)
     return seqs, sources
 
 
