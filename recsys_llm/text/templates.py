@@ -119,7 +119,8 @@ def _append(text: str, literal: str) -> str:
 def item_text(fields: Mapping[str, object], template: str) -> str:
     """Render one item's fields with a template (named or format string), by the rule of the module docstring."""
     pieces, tail = _pieces(template)
-    out, seen, skipped = "", set(), False
+    out, skipped = "", False
+    seen: set[str] = set()
     for i, piece in enumerate(pieces):
         raw = fields.get(piece.column)
         value = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw).strip()
