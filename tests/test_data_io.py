@@ -265,10 +265,10 @@ def test_bad_generic_inputs(tmp_path):
         "i.jsonl",
         '{"user_id": 1, "item_id": "a", "timestamp": 5}\n{"user_id": 1, "item_id": "b", "timestamp": "soon"}\n',
     )
-    with pytest.raises(DataError, match=r"i\.jsonl: record 2, column 'timestamp': cannot parse 'soon'"):
+    with pytest.raises(DataError, match=r"i\.jsonl: line 2, column 'timestamp': cannot parse 'soon'"):
         load_dataset(cfg)
     cfg = _generic(tmp_path, "i.jsonl", '{"user_id": 1, "item_id": "a"}\n{"user_id": 1, "item_id": \n')
-    with pytest.raises(DataError, match=r"i\.jsonl: record 2: not valid JSON"):
+    with pytest.raises(DataError, match=r"i\.jsonl: line 2: not valid JSON"):
         load_dataset(cfg)
     cfg = _generic(tmp_path, "i.parquet", "")
     pd.DataFrame({"user_id": ["1", "1"], "item_id": ["a", "zz"]}).to_parquet(tmp_path / "i.parquet")
@@ -304,7 +304,9 @@ def test_bad_config(tmp_path):
         load_dataset(DataConfig(dataset="ml-100k", path=str(tmp_path)))
     with pytest.raises(DataError, match="nope.csv: file not found"):
         load_dataset(DataConfig(dataset="generic", path=str(tmp_path / "nope.csv")))
-    assert available_datasets() == ["ml-latest-small", "ml-100k", "ml-1m", "ml-10m", "ml-latest", "generic"]
+    assert available_datasets() == [
+        "ml-latest-small", "ml-100k", "ml-1m", "ml-10m", "ml-latest", "generic", "amazon", "unisrec",
+    ]
 
 
 def test_drop_mode_counts_per_reason(tmp_path, caplog):

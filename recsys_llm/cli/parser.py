@@ -28,9 +28,10 @@ def _set(p: argparse.ArgumentParser) -> None:
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="PipelineConfig JSON file to start from")
-    p.add_argument("--dataset", help="ml-latest-small (bundled), ml-100k, ml-1m, ml-10m, ml-latest or generic")
-    p.add_argument("--path", help="data folder (MovieLens) or interactions file (generic)")
-    p.add_argument("--items-path", help="items file (generic)")
+    p.add_argument("--dataset", help="ml-latest-small (bundled), ml-100k, ml-1m, ml-10m, ml-latest, generic, amazon "
+                   "or unisrec")
+    p.add_argument("--path", help="data folder (MovieLens, unisrec), interactions file (generic) or reviews (amazon)")
+    p.add_argument("--items-path", help="items file (generic) or metadata (amazon)")
     p.add_argument("--descriptions", help="item descriptions CSV (ml-100k wiki summaries)")
     p.add_argument("--on-bad-rows", choices=["raise", "drop"], help="stop at the first bad row, or drop and report")
     p.add_argument("--split", choices=["leave_last_out", "temporal"], help="split kind")

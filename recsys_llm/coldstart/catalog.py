@@ -46,18 +46,10 @@ import numpy as np
 import pandas as pd
 
 from recsys_llm.artifacts import encoder_identity
-from recsys_llm.config import PipelineConfig, TextConfig
-from recsys_llm.data.io import (
-    DataError,
-    _BadRows,
-    _blank,
-    _build_catalog,
-    _Check,
-    _existing,
-    _missing_column,
-    _read_any,
-    _Table,
-)
+from recsys_llm.config import PipelineConfig
+from recsys_llm.data.canonical import canonical_catalog
+from recsys_llm.data.checks import BadRows, Check, DataError, Table, blank, existing, missing_column
+from recsys_llm.data.readers import read_any
 from recsys_llm.data.schema import INTERACTION_COLUMNS, Dataset
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.io_utils import atomic_dir, atomic_save_npy, atomic_write_json, load_json
@@ -65,10 +57,9 @@ from recsys_llm.run import RunDir, write_jsonl
 from recsys_llm.serve.catalogue import UnknownIdError
 from recsys_llm.serve.recommender import Recommender
 from recsys_llm.stages.index import build_tuned_index, query_sample
-from recsys_llm.text.templates import ITEM_TEMPLATES, item_texts
+from recsys_llm.text.templates import item_texts, pick_item_template
 
 logger = logging.getLogger(__name__)
-
 
 
 # ------------------------------------------------------------------------------------------------- build
@@ -77,58 +68,27 @@ def _read_catalog(items: pd.DataFrame | str | Path, on_bad_rows: str) -> tuple[p
 
     The checks are the data loader's: file, row and column named; ``on_bad_rows='drop'`` drops bad rows.
     """
-    problems = _BadRows(on_bad_rows)
+    problems = BadRows(on_bad_rows)
     if isinstance(items, pd.DataFrame):
         source = "items (DataFrame)"
-        table = _Table(items.reset_index(drop=True), source, np.arange(1, len(items) + 1, dtype=np.int64))
+        table = Table(items.reset_index(drop=True), source, np.arange(1, len(items) + 1, dtype=np.int64))
         if len(table) == 0:
             raise DataError(f"{source}: no rows; a catalog needs at least one item")
     else:
-        table = _read_any(_existing(Path(items), "items file"), problems)
+        table = read_any(existing(Path(items), "items file"), problems)
         source = table.file
     for col in ("item_id", "title"):
         if col not in table.frame.columns:
-            raise _missing_column(table, col)
+            raise missing_column(table, col)
     if "item" in table.frame.columns:
         raise DataError(f"{source}: column 'item' is reserved for the internal item index; rename it")
-    empty = _Check("empty_title", "title", _blank(table.frame["title"]),
-                   lambda i: "title is empty; every item needs a title (it is embedded and shown in results)")
+    empty = Check("empty_title", "title", blank(table.frame["title"]),
+                  lambda i: "title is empty; every item needs a title (it is embedded and shown in results)")
     table, _ = problems.apply(table, [empty])
-    catalog = _build_catalog(table, problems).items  # empty and repeated ids
+    catalog = canonical_catalog(table, problems).items  # empty and repeated ids
     if catalog.empty:
         raise DataError(f"{source}: no items left after dropping bad rows; fix the file")
     return catalog, source
-
-
-def _pick_template(catalog: pd.DataFrame, configured: str, source: str) -> str:
-    """The configured template, or (when it is the default) the one rendering most of the catalog's columns."""
-    if configured not in ITEM_TEMPLATES:
-        raise ValueError(f"text.item_template={configured!r} is unknown; choose one of {', '.join(ITEM_TEMPLATES)}")
-    present = set(catalog.columns)
-    if configured != TextConfig().item_template:
-        absent = [c for _, c in ITEM_TEMPLATES[configured] if c not in present]
-        if absent:
-            raise ValueError(f"{source}: text.item_template={configured} renders column(s) {absent}, which the "
-                             f"items lack (columns: {list(catalog.columns)}); add them or choose a template "
-                             "without them (leave the default to pick one automatically)")
-        return configured
-
-    def fit(name: str) -> tuple[int, int]:
-        cols = [c for _, c in ITEM_TEMPLATES[name]]
-        return sum(c in present for c in cols), -len(cols)  # most columns rendered, then fewest parts
-
-    best = max(ITEM_TEMPLATES, key=fit)
-    if fit(best)[0] > fit(configured)[0]:
-        logger.info("%s: item template %s renders more of the items' columns than the default %s; using it",
-                    source, best, configured)
-    else:
-        best = configured
-    known = {c for parts in ITEM_TEMPLATES.values() for _, c in parts}
-    unused = [c for c in catalog.columns if c not in known | {"item", "item_id"}]
-    if unused:
-        logger.warning("%s: column(s) %s are in no item template and are not embedded (templates render %s)",
-                       source, unused, sorted(known))
-    return best
 
 
 def _encoder_folder(encoder_run: str | Path) -> Path:
@@ -198,7 +158,7 @@ def build_catalog(items: pd.DataFrame | str | Path, run_dir: str | Path, cfg: Pi
     _replaceable(run)
     _check_backend(cfg)
     catalog, source = _read_catalog(items, cfg.data.on_bad_rows)
-    template = _pick_template(catalog, cfg.text.item_template, source)
+    template = pick_item_template(catalog.columns, cfg.text.item_template, source, require_columns=True)
     if encoder_run is None:
         encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=False, device=cfg.train.device)
     else:

@@ -23,13 +23,13 @@ class DataConfig(Section):
         default="ml-latest-small",
         metadata=meta(
             "Bundled data set name (ml-latest-small), or a loader name with `path`: ml-100k, ml-1m, ml-10m, "
-            "ml-latest, generic."
+            "ml-latest, generic, amazon (reviews + `items_path` metadata), unisrec (atomic-files folder)."
         ),
     )
     path: str | None = field(default=None, metadata=meta(
         "Folder (MovieLens) or interactions file (generic).", example="data/ml-100k"))
     items_path: str | None = field(default=None, metadata=meta(
-        "Items file for the generic loader.", example="items.csv"))
+        "Items file (generic) or metadata dump (amazon).", example="items.csv"))
     descriptions_path: str | None = field(
         default=None,
         metadata=meta("Optional CSV of item descriptions (ml-100k wiki summaries: movie_title,wiki_summary).",
@@ -43,6 +43,15 @@ class DataConfig(Section):
     min_rating: float | None = field(
         default=None, metadata=meta("Keep only interactions with rating >= this (None keeps all).",
                                     example=4.0))
+    min_user_interactions: int = field(default=0, metadata=meta(
+        "k-core: drop users with fewer interactions, repeated until stable (0 = off).", example=5))
+    min_item_interactions: int = field(default=0, metadata=meta(
+        "k-core: drop items with fewer interactions, repeated until stable (0 = off).", example=5))
+
+    def validate(self) -> None:
+        for name in ("min_user_interactions", "min_item_interactions"):
+            value = getattr(self, name)
+            _check(value >= 0, "data", name, value, "must be an integer >= 0 (0 = off)")
 
 
 @dataclass
@@ -91,7 +100,8 @@ class TextConfig(Section):
 
     item_template: str = field(
         default="title_genres_tags",
-        metadata=meta("Named item template from recsys_llm.text.templates.ITEM_TEMPLATES."),
+        metadata=meta("Named item template from recsys_llm.text.templates.ITEM_TEMPLATES, or a format string over "
+                      "catalog columns, e.g. '{title}. Brand: {brand}. {description}' (empty fields are skipped)."),
     )
     user_max_items: int = field(default=20, metadata=meta("Most recent training items rendered into user text."))
     user_max_tokens: int = field(default=64, metadata=meta("User text is truncated to this many tokens."))

@@ -10,8 +10,10 @@ Canonical schema (dtypes exact):
     (``genres``, ``tags``, ``description``, ...; "" when missing). Items may have no interactions at all
     (description-only items for cold start).
 ``users``: ``user`` int64, ``user_id`` str (external id).
+``holdout`` (optional): the data set's own split, one row per user: ``user_id``, ``valid_item_id``,
+    ``test_item_id`` (external ids, str); :func:`recsys_llm.data.splits.make_split` reproduces it.
 
-Artifacts: ``<run>/data/{interactions,items,users}.parquet`` + ``<run>/data/dataset.json``
+Artifacts: ``<run>/data/{interactions,items,users}.parquet`` (+ ``holdout.parquet``) + ``<run>/data/dataset.json``
 (name, sources, counts, fingerprint, dropped-row report).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,11 @@ from recsys_llm.io_utils import atomic_write_json, atomic_write_with, load_json
 INTERACTION_COLUMNS = ("user", "item", "timestamp", "rating")
 
 
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write a frame without its index (the callback of :func:`~recsys_llm.io_utils.atomic_write_with`)."""
+    df.to_parquet(path, index=False)
+
+
 @dataclass
 class Dataset:
     name: str
@@ -38,7 +46,9 @@ class Dataset:
     users: pd.DataFrame
     sources: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
-    """Rows dropped under ``on_bad_rows='drop'``, counted per reason (empty when nothing was dropped)."""
+    """Rows dropped, counted per reason: bad rows under ``on_bad_rows='drop'``, exact duplicates always."""
+    holdout: pd.DataFrame | None = None
+    """The data set's own validation and test item per user (``user_id, valid_item_id, test_item_id``)."""
 
     @property
     def n_users(self) -> int:
@@ -70,6 +80,7 @@ class Dataset:
             "text_columns": self.text_columns,
             "dropped": self.dropped,
             "fingerprint": self.fingerprint(),
+            "holdout_users": 0 if self.holdout is None else len(self.holdout),
         }
 
     def validate(self) -> None:
@@ -88,9 +99,10 @@ class Dataset:
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
-        for name in ("interactions", "items", "users"):
-            df = getattr(self, name)
-            atomic_write_with(folder / f"{name}.parquet", lambda p, df=df: df.to_parquet(p, index=False))
+        for name in ("interactions", "items", "users", "holdout"):
+            df: pd.DataFrame | None = getattr(self, name)
+            if df is not None:
+                atomic_write_with(folder / f"{name}.parquet", partial(write_parquet, df))
         atomic_write_json(folder / "dataset.json", self.summary())
 
     @classmethod
@@ -107,4 +119,5 @@ class Dataset:
             users=pd.read_parquet(folder / "users.parquet"),
             sources=meta.get("sources", []),
             dropped=meta.get("dropped", {}),
+            holdout=pd.read_parquet(folder / "holdout.parquet") if meta.get("holdout_users") else None,
         )

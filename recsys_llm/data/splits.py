@@ -9,7 +9,9 @@ Two steps, always in this order:
 
    * ``leave_last_out``: per user, ordered by (timestamp, original row order). A user with 3 or more
      interactions gives the last one to test, the second last to valid and the rest to train; with 2, the
-     last to test and the first to train; with 1, it stays in train.
+     last to test and the first to train; with 1, it stays in train. A fixed split (``split.fixed_holdout``,
+     else the data set's own ``Dataset.holdout``) names each user's validation and test item instead
+     (:mod:`recsys_llm.data.holdout`).
    * ``temporal``: one global cutoff for everybody (see :func:`temporal_cutoffs` for the exact rule and
      ties). Users whose interactions all fall after the cutoff appear in valid/test with no training
      history (cold users); they are kept.
@@ -38,7 +40,9 @@ import numpy as np
 import pandas as pd
 
 from recsys_llm.config import SplitConfig
-from recsys_llm.data.schema import INTERACTION_COLUMNS, Dataset
+from recsys_llm.data.checks import DataError
+from recsys_llm.data.holdout import fixed_holdout
+from recsys_llm.data.schema import INTERACTION_COLUMNS, Dataset, write_parquet
 from recsys_llm.io_utils import atomic_write_json, atomic_write_with, load_json
 
 logger = logging.getLogger(__name__)
@@ -99,7 +103,7 @@ class Split:
         """
         folder = Path(folder)
         for name in PARTS:
-            atomic_write_with(folder / f"{name}.parquet", partial(_write_parquet, getattr(self, name)))
+            atomic_write_with(folder / f"{name}.parquet", partial(write_parquet, getattr(self, name)))
         atomic_write_json(folder / "split.json", self.summary())
 
     @classmethod
@@ -140,7 +144,8 @@ def make_split(ds: Dataset, cfg: SplitConfig) -> Split:
         The :class:`Split`; its counts are logged.
 
     Raises:
-        ValueError: the data set has no interactions, or the split would leave train empty.
+        ValueError: the data set has no interactions, or the split would leave train or test empty (a
+            :class:`~recsys_llm.data.checks.DataError` saying why), or a bad fixed split.
 
     Example:
         >>> split = make_split(ds, SplitConfig(kind="temporal", cold_item_fraction=0.0))  # doctest: +SKIP
@@ -155,31 +160,9 @@ def make_split(ds: Dataset, cfg: SplitConfig) -> Split:
     cold_items = choose_cold_items(inter["item"].to_numpy(), cfg.cold_item_fraction, cfg.seed)
     is_cold = _membership(inter["item"].to_numpy(), cold_items)
     cold, warm = inter[is_cold], inter[~is_cold]
-
-    cutoffs: dict[str, int] = {}
-    if cfg.kind == "leave_last_out" and cfg.fixed_holdout:
-        part = fixed_holdout_parts(warm, ds, cfg.fixed_holdout)
-    elif cfg.kind == "leave_last_out":
-        part = _leave_last_out_parts(warm)
-    else:
-        t_valid, t_test = temporal_cutoffs(
-            warm["timestamp"].to_numpy(), cfg.temporal_test_fraction, cfg.temporal_valid_fraction
-        )
-        cutoffs = {"t_valid": t_valid, "t_test": t_test}
-        ts = warm["timestamp"].to_numpy()
-        part = np.where(ts >= t_test, 2, np.where(ts >= t_valid, 1, 0))
-
+    part, cutoffs = _warm_parts(warm, ds, cfg, cold_items)
     train, valid, test = (_frame(warm[part == k]) for k in range(3))
-    if len(train) == 0:
-        raise ValueError(
-            f"split {cfg.kind!r} of {ds.name!r} leaves train empty ({len(inter)} interactions, "
-            f"{len(cold)} of them on {len(cold_items)} cold items, {len(warm)} warm); "
-            + (
-                "lower split.cold_item_fraction"
-                if len(warm) == 0
-                else "lower split.temporal_test_fraction / temporal_valid_fraction (timestamps may be tied)"
-            )
-        )
+    _check_sizes(ds, cfg, len(inter), len(cold), len(cold_items), len(train), len(test))
     split = Split(
         kind=cfg.kind,
         train=train,
@@ -207,6 +190,40 @@ def make_split(ds: Dataset, cfg: SplitConfig) -> Split:
         f"; cutoffs {cutoffs}" if cutoffs else "",
     )
     return split
+
+
+def _warm_parts(warm: pd.DataFrame, ds: Dataset, cfg: SplitConfig, cold_items: np.ndarray
+                ) -> tuple[np.ndarray, dict[str, int]]:
+    """Part per warm row (0 train, 1 valid, 2 test) and the temporal cutoffs (empty for leave_last_out)."""
+    if cfg.kind == "leave_last_out":
+        part = fixed_holdout(warm, ds, cfg, cold_items)
+        return (_leave_last_out_parts(warm) if part is None else part), {}
+    t_valid, t_test = temporal_cutoffs(
+        warm["timestamp"].to_numpy(), cfg.temporal_test_fraction, cfg.temporal_valid_fraction
+    )
+    ts = warm["timestamp"].to_numpy()
+    return np.where(ts >= t_test, 2, np.where(ts >= t_valid, 1, 0)), {"t_valid": t_valid, "t_test": t_test}
+
+
+def _check_sizes(ds: Dataset, cfg: SplitConfig, n: int, n_cold: int, n_cold_items: int, n_train: int,
+                 n_test: int) -> None:
+    """A split with an empty train or test part is an error that says why and what to change."""
+    if n_train == 0:
+        raise DataError(
+            f"split {cfg.kind!r} of {ds.name!r} leaves train empty ({n} interactions, "
+            f"{n_cold} of them on {n_cold_items} cold items, {n - n_cold} warm); "
+            + (
+                "lower split.cold_item_fraction"
+                if n == n_cold
+                else "lower split.temporal_test_fraction / temporal_valid_fraction (timestamps may be tied)"
+            )
+        )
+    if n_test == 0:
+        raise DataError(
+            f"data set {ds.name!r} is too small to split: {n} interaction(s) of {ds.n_users} user(s) leave no "
+            f"test interaction ({cfg.kind} holds out a user's last interaction only when the user has at least "
+            "2 warm ones); add interactions, or lower split.cold_item_fraction"
+        )
 
 
 def choose_cold_items(items: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -275,51 +292,6 @@ def _leave_last_out_parts(warm: pd.DataFrame) -> np.ndarray:
     return part
 
 
-def fixed_holdout_parts(warm: pd.DataFrame, ds: Dataset, path: str | Path) -> np.ndarray:
-    """Parts (0 train, 1 valid, 2 test) from a file naming each user's validation and test item.
-
-    The file (tab-separated for ``.tsv``, else comma) has columns ``user_id, valid_item_id, test_item_id``
-    in the data set's external ids. Per listed user, the last interaction with the test item goes to test
-    and the last with the validation item to valid; everything else, and every unlisted user, is train.
-    Peers' published leave-one-out splits (e.g. RecBole's on ml-100k, where timestamps tie) are reproduced
-    exactly this way.
-
-    Raises:
-        DataError: missing file or column, an unknown user or item, or a pair the user never interacted with
-            (the message names the file, row and column).
-    """
-    from recsys_llm.data.io import DataError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: split.fixed_holdout file not found")
-    table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str)
-    need = ["user_id", "valid_item_id", "test_item_id"]
-    missing = [c for c in need if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
-    user_index = pd.Index(ds.users["user_id"].astype(str))
-    item_index = pd.Index(ds.items["item_id"].astype(str))
-    users = user_index.get_indexer(table["user_id"].str.strip())
-    part = np.zeros(len(warm), dtype=np.int8)
-    key = warm["user"].to_numpy() * ds.n_items + warm["item"].to_numpy()  # (rows,) unique per (user, item)
-    last_row = pd.Series(np.arange(len(warm))).groupby(key).last()  # (user, item) -> its last row
-    for column, value in (("valid_item_id", 1), ("test_item_id", 2)):
-        items = item_index.get_indexer(table[column].str.strip())
-        for bad, what in ((users < 0, "user_id"), (items < 0, column)):
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise DataError(f"{path}: row {row + 2}, column {what}: {table[what].iloc[row]!r} is not in "
-                                f"data set {ds.name!r}; is this split file for another data set?")
-        rows = last_row.reindex(users * ds.n_items + items).to_numpy()
-        if np.isnan(rows).any():
-            row = int(np.flatnonzero(np.isnan(rows))[0])
-            raise DataError(f"{path}: row {row + 2}, column {column}: user {table['user_id'].iloc[row]} never "
-                            f"interacted with item {table[column].iloc[row]}")
-        part[rows.astype(np.int64)] = value
-    return part
-
-
 def _canonical_order(inter: pd.DataFrame) -> pd.DataFrame:
     """Canonical columns, rows sorted by (user, timestamp, original row order)."""
     missing = [c for c in INTERACTION_COLUMNS if c not in inter.columns]
@@ -337,10 +309,6 @@ def _membership(values: np.ndarray, members: np.ndarray) -> np.ndarray:
     table = np.zeros(int(max(values.max(), members.max())) + 1, dtype=bool)
     table[members] = True
     return table[values]
-
-
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    df.to_parquet(path, index=False)
 
 
 def _frame(df: pd.DataFrame) -> pd.DataFrame:

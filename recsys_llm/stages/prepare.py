@@ -14,6 +14,7 @@ from recsys_llm.config import PipelineConfig
 from recsys_llm.data.io import load_dataset
 from recsys_llm.data.splits import make_split
 from recsys_llm.run import Context, RunDir, record_time, write_jsonl
+from recsys_llm.text.templates import pick_item_template
 
 
 def prepare(cfg: PipelineConfig, run_dir: str | Path) -> Context:
@@ -22,6 +23,8 @@ def prepare(cfg: PipelineConfig, run_dir: str | Path) -> Context:
     run = RunDir(Path(run_dir))
     ds = load_dataset(cfg.data)
     split = make_split(ds, cfg.split)
+    cfg = cfg.override({"text.item_template": pick_item_template(ds.items.columns, cfg.text.item_template,
+                                                                 ds.name, require_columns=False)})
     ctx = Context(run, cfg, ds, split)
     items = ctx.item_texts()  # a bad item template fails here, before anything is written
     users = ctx.user_texts()
