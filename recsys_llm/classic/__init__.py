@@ -1,8 +1,10 @@
 """Classic recommender baselines behind one small contract (`Recommender`), and their tuning on validation.
 
 Models, by `Recommender.name`: ``random``, ``popularity`` (`simple`), ``itemknn`` (`knn`), ``ease`` and
-``ease_recency`` (EASE with a recency-weighted query, `ease`), and ``bm25`` (item text, `bm25`).
-`make_baseline(name)` builds one with its default hyper-parameters. `recsys_llm.compare` evaluates them next to the neural models.
+``ease_recency`` (EASE with a recency-weighted query, `ease`), ``bm25`` (item text, `bm25`) and ``sasrec``
+(self-attentive sequential model, `sasrec`). `make_baseline(name)` builds one with its default
+hyper-parameters; `recsys_llm.classic.tuning.tune` chooses them on validation users instead, under one budget
+for every model. `recsys_llm.compare` evaluates them next to the neural models.
 
 Example:
     >>> model = EASE(l2=100.0).fit(train, n_users, n_items)  # doctest: +SKIP
@@ -15,6 +17,7 @@ from recsys_llm.classic.base import Recommender, Validation, query_matrix, recen
 from recsys_llm.classic.bm25 import BM25Recommender
 from recsys_llm.classic.ease import EASE, RecencyEASE
 from recsys_llm.classic.knn import ItemKNN
+from recsys_llm.classic.sasrec import SASRec
 from recsys_llm.classic.simple import PopularityRecommender, RandomRecommender
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "RandomRecommender",
     "RecencyEASE",
     "Recommender",
+    "SASRec",
     "Validation",
     "make_baseline",
     "query_matrix",
@@ -34,7 +38,7 @@ __all__ = [
 
 BASELINES: dict[str, type[Recommender]] = {
     cls.name: cls
-    for cls in (RandomRecommender, PopularityRecommender, ItemKNN, EASE, RecencyEASE, BM25Recommender)
+    for cls in (RandomRecommender, PopularityRecommender, ItemKNN, EASE, RecencyEASE, BM25Recommender, SASRec)
 }
 
 
@@ -42,8 +46,8 @@ def make_baseline(name: str, seed: int = 0) -> Recommender:
     """A baseline with its default hyper-parameters, by `Recommender.name`.
 
     Args:
-        name: one of ``random``, ``popularity``, ``itemknn``, ``ease``, ``ease_recency``, ``bm25``.
-        seed: the seed of the seeded baseline (``random``); the others are deterministic.
+        name: one of ``random``, ``popularity``, ``itemknn``, ``ease``, ``ease_recency``, ``bm25``, ``sasrec``.
+        seed: the seed of the seeded baselines (``random``, ``sasrec``); the others are deterministic.
 
     Returns:
         An unfitted `Recommender`.
@@ -58,4 +62,4 @@ def make_baseline(name: str, seed: int = 0) -> Recommender:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
     cls = BASELINES[name]
-    return cls(seed=seed) if cls is RandomRecommender else cls()  # type: ignore[call-arg]
+    return cls(seed=seed) if cls in (RandomRecommender, SASRec) else cls()  # type: ignore[call-arg]
