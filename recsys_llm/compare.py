@@ -50,6 +50,7 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 """users (b,) -> scores (b, n_items) float32."""
 
 BASELINE_NAMES = {"random": "random", "popularity": "most popular", "itemknn": "ItemKNN", "ease": "EASE",
+                  "ease_recency": "EASE, recency-weighted query", "sasrec": "SASRec",
                   "bm25": "BM25 (item text)", "zeroshot": MODEL_NAMES["zeroshot"]}
 OURS = ("retrieval", "rerank", "pooling", "hybrid", "hybrid_cf")
 PAIRS = (("rerank", "retrieval"), ("hybrid", "retrieval"), ("hybrid", "pooling"), ("pooling", "retrieval"),
@@ -62,18 +63,15 @@ CHUNK = 1024
 # --------------------------------------------------------------------------------------------- models
 def score_functions(ctx: Context) -> dict[str, ScoreFn]:
     """Dense scorers of every model that can score any item: classic baselines, zero-shot and fine-tuned."""
-    from recsys_llm.classic import make_baseline
+    from recsys_llm.classic.from_config import baseline_scorer
 
     cfg, split = ctx.cfg, ctx.split
     query_hist = ctx.known_histories()  # what the model may use at test time: train + valid
     texts = ctx.item_texts()
     fns: dict[str, ScoreFn] = {}
     finetuned = None
-    for name in cfg.eval.baselines:
-        t0 = time.perf_counter()
-        model = make_baseline(name, seed=cfg.eval.seed).fit(split.train, split.n_users, split.n_items, texts)
-        logger.info("fitted baseline %s in %.1f s", name, time.perf_counter() - t0)
-        fns[name] = (lambda users, m=model: m.score(users, [query_hist[u] for u in users]))
+    for name in cfg.eval.baselines:  # tuned on validation users (eval.tune_baselines); fitted on split.train
+        fns[name] = baseline_scorer(name, split, cfg.eval, texts, query_hist, ctx.run.root / "baselines")
     for key, zero_shot in (("zeroshot", True), ("retrieval", False)):
         if ctx.run.embeddings(zero_shot).exists():
             items, users_emb, meta = load_embeddings(ctx.run, zero_shot=zero_shot)
@@ -247,7 +245,8 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
             metrics["users"] = len(users)
             name = _display(key)
             note = "; ".join(filter(None, ["sampled" if sampled else "",
-                                           "scores every candidate alike: random order" if key in blind else ""]))
+                                           "scores every candidate alike: random order" if key in blind else "",
+                                           getattr(fns.get(key), "note", "")]))
             rows.append(ResultRow(name, slice_name, metrics, note=note,
                                   ci={n: [c.low, c.high] for n, c in ci.items()}))
             for metric in curves:

@@ -323,9 +323,31 @@ class EvalConfig:
     max_users: int = field(default=0, metadata=_help("Evaluate at most this many users (0 = all), seeded sample."))
     seed: int = field(default=0, metadata=_help("Seed for the user sample, sampled negatives and bootstrap."))
     baselines: list[str] = field(
-        default_factory=lambda: ["random", "popularity", "itemknn", "ease", "bm25"],
-        metadata=_help("Classic baselines evaluated in the same run (random, popularity, itemknn, ease, bm25)."),
+        default_factory=lambda: ["random", "popularity", "itemknn", "ease", "ease_recency", "bm25", "sasrec"],
+        metadata=_help("Classic baselines evaluated in the same run (random, popularity, itemknn, ease, "
+                       "ease_recency, bm25, sasrec)."),
     )
+    tune_baselines: bool = field(default=True, metadata=_help(
+        "Choose each baseline's hyper-parameters on validation users (NDCG@10, the hybrid's protocol) "
+        "from its grid in recsys_llm.classic.tuning.DEFAULT_GRIDS, at most tune_budget settings each; "
+        "false = library defaults."))
+    tune_budget: int = field(default=16, metadata=_help(
+        "Most settings any baseline is tried with on validation (the same cap for every model; a larger grid is "
+        "cut to a seeded random subset)."))
+    tune_valid_users: int = field(default=0, metadata=_help("Validation users to tune on (0 = all, else a sample)."))
+    sasrec_hidden: list[int] = field(default_factory=lambda: [64], metadata=_help(
+        "SASRec widths tried on validation (grid axis)."))
+    sasrec_dropout: list[float] = field(default_factory=lambda: [0.2], metadata=_help(
+        "SASRec dropout rates tried on validation (grid axis)."))
+    sasrec_lr: list[float] = field(default_factory=lambda: [2e-3], metadata=_help(
+        "SASRec Adam learning rates tried on validation (grid axis)."))
+    sasrec_epochs: int = field(default=10, metadata=_help(
+        "Most SASRec training epochs per setting (early stopping on validation NDCG@10 picks the epoch)."))
+    sasrec_patience: int = field(default=3, metadata=_help("SASRec: epochs without a better validation NDCG@10 "
+                                                           "before stopping."))
+    sasrec_max_len: int = field(default=50, metadata=_help("SASRec: most recent history items read."))
+    sasrec_loss: str = field(default="ce", metadata=_help(
+        "SASRec loss: ce (full softmax over the catalog) or bce (one sampled negative per position)."))
     cold_user_max_train: int = field(
         default=3, metadata=_help("cold-user slice: warm test users with at most this many training interactions."))
     sampled_negatives: int = field(
@@ -336,11 +358,20 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check(self.sampled_negatives >= 0, "eval", "sampled_negatives", self.sampled_negatives, "must be >= 0")
         _check(self.n_bootstrap >= 10, "eval", "n_bootstrap", self.n_bootstrap, "must be >= 10")
-        known = ("random", "popularity", "itemknn", "ease", "bm25")
+        known = ("random", "popularity", "itemknn", "ease", "ease_recency", "bm25", "sasrec")
         _check(all(b in known for b in self.baselines), "eval", "baselines", self.baselines,
                f"choose from {', '.join(known)}")
         _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "eval", "ks", self.ks, "need cut-offs >= 1")
         _check_choice("eval", "cold_candidates", self.cold_candidates, ("cold", "all"))
+        _check(self.tune_budget >= 1, "eval", "tune_budget", self.tune_budget, "must be >= 1")
+        _check(self.tune_valid_users >= 0, "eval", "tune_valid_users", self.tune_valid_users, "must be >= 0 (0 = all)")
+        for name in ("sasrec_epochs", "sasrec_patience", "sasrec_max_len"):
+            _check(getattr(self, name) >= 1, "eval", name, getattr(self, name), "must be >= 1")
+        for name, ok in (("sasrec_hidden", lambda v: v >= 2 and v % 2 == 0), ("sasrec_dropout", lambda v: 0 <= v < 1),
+                         ("sasrec_lr", lambda v: v > 0)):
+            _check(len(getattr(self, name)) > 0 and all(ok(v) for v in getattr(self, name)), "eval", name,
+                   getattr(self, name), "need a non-empty list of valid values (hidden: even; dropout: [0, 1); lr > 0)")
+        _check_choice("eval", "sasrec_loss", self.sasrec_loss, ("ce", "bce"))
 
 
 @dataclass

@@ -35,6 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys_llm.baselines import rank_items
+from recsys_llm.data.splits import histories, targets
 from recsys_llm.metrics import hit_matrix, ndcg_at_k
 
 if TYPE_CHECKING:
@@ -179,6 +180,35 @@ class Validation:
         if self.exclude is None:
             self.exclude = self.histories
         self.k = _check_count(self.k, "k")
+
+    @classmethod
+    def from_frames(
+        cls,
+        train: pd.DataFrame,
+        valid: pd.DataFrame,
+        n_users: int,
+        max_users: int = 0,
+        seed: int = 0,
+        k: int = 10,
+    ) -> Validation:
+        """The validation users of a split: those with a validation item and a training history.
+
+        Args:
+            train, valid: canonical frames (``user``, ``item``, ``timestamp``), e.g. ``split.train``/``split.valid``.
+            n_users: id-space size.
+            max_users: a seeded sample of this many users (0 = all), drawn as ``pipeline.validation_users``
+                draws it, so the same ``(max_users, seed)`` gives the hybrid's users.
+            seed: the sample's seed.
+            k: the NDCG cut-off.
+
+        Returns:
+            Queries = training histories (oldest first), targets = validation items, training items excluded.
+        """
+        hist, tg = histories(train, n_users), targets(valid, n_users)
+        users = np.array([u for u in range(n_users) if len(tg[u]) and len(hist[u])], dtype=np.int64)
+        if 0 < max_users < len(users):
+            users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+        return cls(users, [hist[u] for u in users], [tg[u] for u in users], k=k)
 
     def ndcg(self, model: Recommender) -> float:
         """Mean validation NDCG@k of a fitted model (users without targets do not count)."""

@@ -23,14 +23,14 @@ SOLVERS = ("auto", "items", "users")
 
 
 @dataclasses.dataclass
-class _Solution:
-    """What a fit learns. ``weights``: dense ``B`` (item solver); ``x``, ``m``, ``d``: the user solver's
-    ``X``, ``M = (X X^T + l2 I)^{-1} X`` and ``d_i = x_i . m_i`` (``B`` is formed only on request)."""
+class _UserSolution:
+    """The user solver's fit: ``X``, ``M = (X X^T + l2 I)^{-1} X``, ``d_i = X[:, i] . M[:, i]``; ``B`` is
+    formed only on request (``weights``). The item solver's fit is ``B`` itself."""
 
+    x: sp.csr_matrix
+    m: np.ndarray
+    d: np.ndarray
     weights: np.ndarray | None = None
-    x: sp.csr_matrix | None = None
-    m: np.ndarray | None = None
-    d: np.ndarray | None = None
 
 
 class EASE(Recommender):
@@ -83,6 +83,8 @@ class EASE(Recommender):
         """float32 ``(n_items, n_items)`` ``B`` (``S[h, i]``: how much history item ``h`` predicts ``i``)."""
         self._check_fitted()
         sol = self._solution
+        if isinstance(sol, np.ndarray):
+            return sol
         if sol.weights is None:  # user solver: form B once, on request
             b = np.asarray(sol.x.T @ sol.m)  # (items, items) X^T M
             b /= 1.0 - sol.d
@@ -128,7 +130,7 @@ class EASE(Recommender):
         return ("users", (x @ x.T).toarray(), x)  # (users, users), (users, items)
 
     @staticmethod
-    def _solve(gram: tuple, l2: float) -> _Solution:
+    def _solve(gram: tuple, l2: float) -> np.ndarray | _UserSolution:
         if gram[0] == "items":
             g = gram[1].copy()
             g[np.diag_indices(len(g))] += l2
@@ -136,7 +138,7 @@ class EASE(Recommender):
             del g
             p /= -np.diag(p)  # column i divided by -P[i, i]
             p[np.diag_indices(len(p))] = 0.0
-            return _Solution(weights=p.astype(np.float32))
+            return p.astype(np.float32)  # (items, items): B
         _, k, x = gram
         k = k.copy()
         k[np.diag_indices(len(k))] += l2
@@ -144,13 +146,13 @@ class EASE(Recommender):
             sla.cho_factor(k, check_finite=False), x.toarray(), check_finite=False
         )  # (users, items)
         d = np.asarray(x.multiply(m).sum(axis=0)).ravel()  # (items,): X[:, i] . M[:, i], in [0, 1)
-        return _Solution(x=x, m=m, d=d)
+        return _UserSolution(x, m, d)
 
     def _score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
         q = self._query_matrix(histories, self.halflife)  # (users, items)
         sol = self._solution
-        if sol.weights is not None:
-            return np.asarray(q @ sol.weights)  # (users, items)
+        if isinstance(sol, np.ndarray):
+            return np.asarray(q @ sol)  # (users, items)
         q = q.astype(np.float64)
         t = np.asarray((q @ sol.x.T) @ sol.m)  # (users, items): q X^T M
         t -= q.multiply(sol.d[None, :]).toarray()  # the item's own term: B[i, i] = 0
