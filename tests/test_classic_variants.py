@@ -70,13 +70,15 @@ def test_recency_ease_weights_recent_items_more():
     ("ease", [{"l2": 1.0}, {"l2": 30.0}]),
     ("ease_recency", [{"l2": 5.0, "halflife": h} for h in (0.0, 2.0)] + [{"l2": 50.0, "halflife": 2.0}]),
     ("itemknn", [{"shrink": s, "k_neighbors": k} for s in (0.0, 5.0) for k in (2, 5, 40)]),
+    ("bm25", [{"k1": k1, "query_items": q} for k1 in (0.5, 2.0) for q in (1, 3)]),
 ])
 def test_fit_variants_equal_one_fit_per_setting(name, grid):
     train = random_train()
     h = hists(train, 30)
     base = make_baseline(name)
-    for params, model in base.fit_variants(grid, train, 30, 50):
-        alone = base.with_params(**params).fit(train, 30, 50)
+    texts = [f"w{i % 7} w{i % 3} item{i}" for i in range(50)]
+    for params, model in base.fit_variants(grid, train, 30, 50, texts):
+        alone = base.with_params(**params).fit(train, 30, 50, texts)
         np.testing.assert_allclose(model.score(np.arange(30), h), alone.score(np.arange(30), h), rtol=1e-6)
         assert repr(model) == repr(alone)
 

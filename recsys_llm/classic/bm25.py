@@ -80,6 +80,14 @@ class BM25Recommender(Recommender):
         retriever.index(self.item_tokens_, show_progress=False)
         self.retriever_ = retriever
 
+    def _fit_shared(self, users, items, train, item_texts, valid, shared: dict[Any, Any]) -> None:
+        """One index per ``(k1, b, stopwords)``: settings differing only in ``query_items`` share it."""
+        key = (self.k1, self.b, repr(self.stopwords))
+        if shared.get("bm25", (None,))[0] != key:
+            self._fit(users, items, train, item_texts, valid)
+            shared["bm25"] = (key, self.item_tokens_, self.empty_items_, self.retriever_)
+        _, self.item_tokens_, self.empty_items_, self.retriever_ = shared["bm25"]
+
     def _score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(users), self.n_items), dtype=np.float32)  # (users, items)
         if self.retriever_ is None:

@@ -24,11 +24,11 @@ SOLVERS = ("auto", "items", "users")
 
 @dataclasses.dataclass
 class _UserSolution:
-    """The user solver's fit: ``X``, ``M = (X X^T + l2 I)^{-1} X``, ``d_i = X[:, i] . M[:, i]``; ``B`` is
-    formed only on request (``weights``). The item solver's fit is ``B`` itself."""
+    """The user solver's fit: sparse ``X``, ``K^{-1} = (X X^T + l2 I)^{-1}`` and ``d_i = X[:, i] . K^{-1} X[:, i]``;
+    ``B`` is formed only on request (``weights``). The item solver's fit is ``B`` itself."""
 
     x: sp.csr_matrix
-    m: np.ndarray
+    kinv: np.ndarray
     d: np.ndarray
     weights: np.ndarray | None = None
 
@@ -42,9 +42,10 @@ class EASE(Recommender):
         score(u, .) = q_u @ B                          (q_u the query row: binary history, see `halflife`)
 
     The user solver gets the same ``B`` from Woodbury's identity, with ``K = X X^T + l2 I`` over the users
-    that have interactions: ``l2 P = I - X^T M``, ``M = K^{-1} X``, so with ``d_i = X[:, i] . M[:, i]``::
+    that have interactions: ``l2 P = I - X^T K^{-1} X``, so with ``d_i = X[:, i] . K^{-1} X[:, i]``::
 
-        B[j, i] = (X^T M)[j, i] / (1 - d_i)  (j != i),    score(u, i) = ((q_u X^T M)_i - q_u,i d_i) / (1 - d_i)
+        B[j, i] = (X^T K^{-1} X)[j, i] / (1 - d_i)  (j != i)
+        score(u, i) = (((q_u X^T) K^{-1} X)_i - q_u,i d_i) / (1 - d_i)      (X stays sparse throughout)
 
     ``solver="auto"`` takes the user solver when fewer users than items have interactions. Dense
     ``(n_items, n_items)`` (item solver) or ``(n_users, n_items)`` (user solver) float64 matrices are built,
@@ -86,7 +87,7 @@ class EASE(Recommender):
         if isinstance(sol, np.ndarray):
             return sol
         if sol.weights is None:  # user solver: form B once, on request
-            b = np.asarray(sol.x.T @ sol.m)  # (items, items) X^T M
+            b = np.asarray((sol.x.T @ (sol.x.T @ sol.kinv).T).T)  # (items, items) X^T K^{-1} X, X sparse
             b /= 1.0 - sol.d
             b[np.diag_indices(self.n_items)] = 0.0
             sol.weights = b.astype(np.float32)
@@ -142,11 +143,10 @@ class EASE(Recommender):
         _, k, x = gram
         k = k.copy()
         k[np.diag_indices(len(k))] += l2
-        m = sla.cho_solve(
-            sla.cho_factor(k, check_finite=False), x.toarray(), check_finite=False
-        )  # (users, items)
-        d = np.asarray(x.multiply(m).sum(axis=0)).ravel()  # (items,): X[:, i] . M[:, i], in [0, 1)
-        return _UserSolution(x, m, d)
+        kinv = sla.cho_solve(sla.cho_factor(k, check_finite=False), np.eye(len(k)), check_finite=False)
+        xt = x.T.tocsr()  # (items, users)
+        d = np.asarray(xt.multiply(xt @ kinv).sum(axis=1)).ravel()  # (items,): X[:, i] . K^-1 X[:, i], in [0, 1)
+        return _UserSolution(x, kinv, d)
 
     def _score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
         q = self._query_matrix(histories, self.halflife)  # (users, items)
@@ -154,7 +154,8 @@ class EASE(Recommender):
         if isinstance(sol, np.ndarray):
             return np.asarray(q @ sol)  # (users, items)
         q = q.astype(np.float64)
-        t = np.asarray((q @ sol.x.T) @ sol.m)  # (users, items): q X^T M
+        a = (q @ sol.x.T).toarray() @ sol.kinv  # (users, train users): q X^T K^{-1}
+        t = np.asarray((sol.x.T @ a.T).T)  # (users, items): ... X, with X sparse
         t -= q.multiply(sol.d[None, :]).toarray()  # the item's own term: B[i, i] = 0
         t /= 1.0 - sol.d
         return t
