@@ -347,7 +347,8 @@ class EvalConfig:
                                                            "before stopping."))
     sasrec_max_len: int = field(default=50, metadata=_help("SASRec: most recent history items read."))
     sasrec_loss: str = field(default="ce", metadata=_help(
-        "SASRec loss: ce (full softmax over the catalog) or bce (one sampled negative per position)."))
+        "SASRec loss: ce (full softmax over the catalog), sampled (popularity-sampled softmax, for large catalogs) "
+        "or bce (one sampled negative per position)."))
     cold_user_max_train: int = field(
         default=3, metadata=_help("cold-user slice: warm test users with at most this many training interactions."))
     sampled_negatives: int = field(
@@ -371,7 +372,7 @@ class EvalConfig:
                          ("sasrec_lr", lambda v: v > 0)):
             _check(len(getattr(self, name)) > 0 and all(ok(v) for v in getattr(self, name)), "eval", name,
                    getattr(self, name), "need a non-empty list of valid values (hidden: even; dropout: [0, 1); lr > 0)")
-        _check_choice("eval", "sasrec_loss", self.sasrec_loss, ("ce", "bce"))
+        _check_choice("eval", "sasrec_loss", self.sasrec_loss, ("ce", "sampled", "bce"))
 
 
 @dataclass

@@ -91,7 +91,13 @@ def test_scores_use_the_most_recent_items_and_empty_histories_score_zero(planted
 def test_sasrec_bad_settings_are_named():
     with pytest.raises(ValueError, match="multiple of heads"):
         SASRec(hidden=33, heads=2)
-    with pytest.raises(ValueError, match="loss must be one of"):
+    with pytest.raises(ValueError, match="loss must be one of ce, sampled, bce"):
         SASRec(loss="bpr")
     with pytest.raises(ValueError, match="two or more training interactions"):
         SASRec().fit(pd.DataFrame({"user": [0, 1], "item": [0, 1]}), 2, 3)
+
+
+def test_sampled_softmax_learns_the_pattern():
+    train, hist, held = successor_data()
+    model = small(loss="sampled", negatives=8).fit(train, len(hist), N_ITEMS)
+    assert hit_rate(model, hist, held, k=1) >= 0.9
