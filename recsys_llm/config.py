@@ -346,9 +346,9 @@ class EvalConfig:
     sasrec_patience: int = field(default=3, metadata=_help("SASRec: epochs without a better validation NDCG@10 "
                                                            "before stopping."))
     sasrec_max_len: int = field(default=50, metadata=_help("SASRec: most recent history items read."))
-    sasrec_loss: str = field(default="ce", metadata=_help(
-        "SASRec loss: ce (full softmax over the catalog), sampled (popularity-sampled softmax, for large catalogs) "
-        "or bce (one sampled negative per position)."))
+    sasrec_loss: str = field(default="auto", metadata=_help(
+        "SASRec loss: ce (full softmax over the catalog), sampled (popularity-sampled softmax, 512 items), bce (one "
+        "sampled negative per position), auto (ce up to 4,096 items, else sampled)."))
     cold_user_max_train: int = field(
         default=3, metadata=_help("cold-user slice: warm test users with at most this many training interactions."))
     sampled_negatives: int = field(
@@ -372,7 +372,7 @@ class EvalConfig:
                          ("sasrec_lr", lambda v: v > 0)):
             _check(len(getattr(self, name)) > 0 and all(ok(v) for v in getattr(self, name)), "eval", name,
                    getattr(self, name), "need a non-empty list of valid values (hidden: even; dropout: [0, 1); lr > 0)")
-        _check_choice("eval", "sasrec_loss", self.sasrec_loss, ("ce", "sampled", "bce"))
+        _check_choice("eval", "sasrec_loss", self.sasrec_loss, ("auto", "ce", "sampled", "bce"))
 
 
 @dataclass

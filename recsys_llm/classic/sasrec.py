@@ -8,10 +8,13 @@ The user's history (oldest first) is a sequence of item ids; each position predi
     score(t, j) = h_t . E[j]                                 (output embedding tied to the input one)
 
 Training (``loss="ce"``): full softmax cross-entropy over the catalog at every position of every training
-window, the next item as label; ``loss="sampled"``: sampled softmax over the next item and ``negatives``
-items shared by the batch, drawn by training popularity with the logQ correction (every logit minus the
-log of the item's expected number of draws; a drawn item equal to the target is masked), for large catalogs; ``loss="bce"``: the original paper's binary cross-entropy on the next
-item and one uniformly sampled negative per position. A history longer than ``max_len + 1`` is cut into
+window, the next item as label. ``loss="sampled"``: sampled softmax over the next item and ``negatives`` items
+shared by the batch, drawn by training popularity, with the logQ correction (every logit minus the log of the
+item's expected number of draws; a drawn item equal to the target is masked): for large catalogs, where the
+full softmax dominates the cost. ``loss="bce"``: the paper's binary cross-entropy on the next item and one
+uniform negative per position. ``loss="auto"`` (default): ``ce`` up to `AUTO_CE_MAX_ITEMS` items, else
+``sampled``. Measured: ml-100k test NDCG@10 0.091 (ce) vs 0.068 (bce); ml-latest-small validation NDCG@10
+0.026 (sampled, 512) vs 0.021 (ce) at about a third of the epoch time. A history longer than ``max_len + 1`` is cut into
 consecutive windows, so every training transition is used exactly once per epoch. Adam, seeded. With a
 `Validation` the model is evaluated after every epoch (NDCG@10, full ranking, training items filtered) and
 the best epoch's weights are kept; training stops after ``patience`` epochs without improvement.
@@ -46,7 +49,8 @@ __all__ = ["SASRec", "SASRecNet", "training_windows"]
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("ce", "sampled", "bce")
+LOSSES = ("auto", "ce", "sampled", "bce")
+AUTO_CE_MAX_ITEMS = 4096  # loss="auto": full softmax up to this catalog size, sampled softmax above
 _SCORE_BATCH = 256  # sequences per forward pass at scoring time
 
 
@@ -165,10 +169,10 @@ class SASRec(Recommender):
         batch_size: training windows per step.
         epochs: most training epochs.
         patience: with validation, stop after this many epochs without a better NDCG@10.
-        loss: ``ce`` (full softmax), ``sampled`` (softmax over ``negatives`` sampled items) or ``bce`` (one
-            sampled negative per position). On ml-100k full CE was clearly best (test NDCG@10 0.091 vs 0.068 for
+        loss: ``ce`` (full softmax), ``sampled`` (softmax over ``negatives`` sampled items), ``bce`` (one
+            sampled negative per position) or ``auto`` (``ce`` up to `AUTO_CE_MAX_ITEMS` items, else ``sampled``). On ml-100k full CE was clearly best (test NDCG@10 0.091 vs 0.068 for
             bce, same settings).
-        negatives: uniform negatives per batch for ``loss="sampled"``.
+        negatives: items drawn per batch for ``loss="sampled"``.
         seed: seeds torch (initialisation, dropout) and the window order / negatives.
         device: ``cpu`` (default), ``cuda`` or ``auto``.
         show_progress: tqdm bar over epochs.
@@ -182,7 +186,7 @@ class SASRec(Recommender):
 
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 2, dropout: float = 0.2, max_len: int = 50,
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 30,
-                 patience: int = 5, loss: str = "ce", negatives: int = 256, seed: int = 0, device: str = "cpu",
+                 patience: int = 5, loss: str = "auto", negatives: int = 512, seed: int = 0, device: str = "cpu",
                  show_progress: bool = False) -> None:  # fmt: skip
         for name, value in (
             ("hidden", hidden),
@@ -250,6 +254,7 @@ class SASRec(Recommender):
             order = np.argsort(users, kind="stable")
             hists = np.split(items[order], np.cumsum(np.bincount(users, minlength=self.n_users))[:-1])
         x_all, y_all = training_windows(hists, self.max_len)
+        self.loss_ = self.loss if self.loss != "auto" else "ce" if self.n_items <= AUTO_CE_MAX_ITEMS else "sampled"
         counts = np.bincount(y_all[y_all >= 0], minlength=self.n_items) + 1.0  # targets per item, smoothed
         self._sample_p = counts / counts.sum()  # negatives of loss="sampled" are drawn by popularity
         if len(x_all) == 0:
@@ -318,9 +323,9 @@ class SASRec(Recommender):
     def _loss(self, h: torch.Tensor, target: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """Mean loss of hidden states ``h`` (positions, hidden) against their next items ``target``."""
         table = self.net_.item_table()  # (items, hidden)
-        if self.loss == "ce":
+        if self.loss_ == "ce":
             return F.cross_entropy(h @ table.T, target)  # (positions, items) logits
-        if self.loss == "sampled":  # the target against `negatives` popularity-drawn items shared by the batch
+        if self.loss_ == "sampled":  # the target against `negatives` popularity-drawn items shared by the batch
             neg = torch.from_numpy(rng.choice(self.n_items, size=self.negatives, p=self._sample_p)).to(h.device)
             log_q = torch.from_numpy(np.log(self.negatives * self._sample_p)).to(h.device)  # expected draws
             neg_logits = (h @ table[neg].T - log_q[neg]).masked_fill(neg[None, :] == target[:, None], -torch.inf)
