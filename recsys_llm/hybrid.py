@@ -51,7 +51,7 @@ import scipy.sparse as sp
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from recsys_llm.classic import EASE, ItemKNN
+from recsys_llm.classic import EASE, ItemKNN, query_matrix
 from recsys_llm.io_utils import atomic_path, atomic_write_json, load_json
 from recsys_llm.ranking import full_ranking_metrics
 
@@ -98,22 +98,13 @@ class CollaborativeScorer:
         """
         n_out = self.n_items if n_items is None else int(n_items)
         out = np.zeros((len(histories), n_out), dtype=np.float32)
-        rows, cols, vals = [], [], []
         for r, h in enumerate(histories):
             h = np.asarray(h, dtype=np.int64).ravel()
             if h.size and (h.min() < 0 or h.max() >= n_out):
                 raise ValueError(f"history row {r}: item id {int(h.max() if h.max() >= n_out else h.min())} "
                                  f"outside 0..{n_out - 1}")
-            ids, age = np.unique(h[::-1], return_index=True)  # age = positions before the most recent
-            keep = ids < self.n_items  # items added after fitting have no collaborative row
-            ids, age = ids[keep], age[keep]
-            rows.append(np.full(ids.size, r, dtype=np.int64))
-            cols.append(ids)
-            vals.append(np.ones(ids.size, np.float32) if halflife <= 0 else (0.5 ** (age / halflife)).astype(np.float32))
-        if rows:
-            x = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                              shape=(len(histories), self.n_items))
-            out[:, : self.n_items] = (x @ self.matrix).toarray()
+        if len(histories):  # items added after fitting have no collaborative row: query_matrix leaves them out
+            out[:, : self.n_items] = (query_matrix(histories, self.n_items, halflife) @ self.matrix).toarray()
         return out
 
     def save(self, folder: str | Path) -> None:

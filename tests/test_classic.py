@@ -108,7 +108,7 @@ def test_bad_input_is_clear():
     with pytest.raises(ValueError, match="one text per item"):
         BM25Recommender().fit(frame([(0, 0)]), 1, 2, ["only one"])
     with pytest.raises(ValueError, match="unknown baseline"):
-        make_baseline("sasrec")
+        make_baseline("gru4rec")
 
 
 # ------------------------------------------------------------------------------------------ more by hand

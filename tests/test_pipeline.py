@@ -27,7 +27,8 @@ def test_demo_writes_every_artifact(tiny_run):
 def test_report_has_every_model_and_baseline_with_intervals(tiny_run):
     report = json.loads((tiny_run / "report.json").read_text())
     got = {(r["model"], r["slice"]) for r in report["rows"]}
-    models = {"random", "most popular", "ItemKNN", "EASE", "BM25 (item text)", "zero-shot backbone",
+    models = {"random", "most popular", "ItemKNN", "EASE", "EASE, recency-weighted query", "SASRec",
+              "BM25 (item text)", "zero-shot backbone",
               "fine-tuned retrieval", "fine-tuned + rerank", "fine-tuned, pooled user", "hybrid (text + collaborative)",
               "ID only (hybrid's collaborative part)", "served"}
     slices = {r["slice"] for r in report["rows"]}

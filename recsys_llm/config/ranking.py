@@ -129,9 +129,32 @@ class EvalConfig(Section):
     max_users: int = field(default=0, metadata=meta("Evaluate at most this many users (0 = all), seeded sample."))
     seed: int = field(default=0, metadata=meta("Seed for the user sample, sampled negatives and bootstrap."))
     baselines: list[str] = field(
-        default_factory=lambda: ["random", "popularity", "itemknn", "ease", "bm25"],
-        metadata=meta("Classic baselines evaluated in the same run (random, popularity, itemknn, ease, bm25)."),
+        default_factory=lambda: ["random", "popularity", "itemknn", "ease", "ease_recency", "bm25", "sasrec"],
+        metadata=meta("Classic baselines evaluated in the same run (random, popularity, itemknn, ease, "
+                      "ease_recency, bm25, sasrec)."),
     )
+    tune_baselines: bool = field(default=True, metadata=meta(
+        "Choose each baseline's hyper-parameters on validation users (NDCG@10, the hybrid's protocol) from its grid "
+        "in recsys_llm.classic.tuning.DEFAULT_GRIDS, at most tune_budget settings each; false = library defaults."))
+    tune_budget: int = field(default=16, metadata=meta(
+        "Most settings any baseline is tried with on validation (the same cap for every model; a larger grid is "
+        "cut to a seeded random subset)."))
+    tune_valid_users: int = field(default=0, metadata=meta("Validation users to tune on (0 = all, else a sample)."))
+    sasrec_hidden: list[int] = field(default_factory=lambda: [64], metadata=meta(
+        "SASRec widths tried on validation (grid axis)."))
+    sasrec_dropout: list[float] = field(default_factory=lambda: [0.2], metadata=meta(
+        "SASRec dropout rates tried on validation (grid axis)."))
+    sasrec_lr: list[float] = field(default_factory=lambda: [2e-3], metadata=meta(
+        "SASRec Adam learning rates tried on validation (grid axis)."))
+    sasrec_epochs: int = field(default=10, metadata=meta(
+        "Most SASRec training epochs per setting (early stopping on validation NDCG@10 picks the epoch)."))
+    sasrec_patience: int = field(default=3, metadata=meta(
+        "SASRec: epochs without a better validation NDCG@10 before stopping."))
+    sasrec_max_len: int = field(default=50, metadata=meta("SASRec: most recent history items read."))
+    sasrec_loss: str = field(default="auto", metadata=meta(
+        "SASRec loss: ce (full softmax over the catalog), sampled (popularity-sampled softmax, 512 items), bce (one "
+        "sampled negative per position), auto (ce up to 4,096 items, else sampled).",
+        choices=("auto", "ce", "sampled", "bce")))
     cold_user_max_train: int = field(
         default=3, metadata=meta("cold-user slice: warm test users with at most this many training interactions."))
     sampled_negatives: int = field(
@@ -142,10 +165,18 @@ class EvalConfig(Section):
     def validate(self) -> None:
         _check(self.sampled_negatives >= 0, "eval", "sampled_negatives", self.sampled_negatives, "must be >= 0")
         _check(self.n_bootstrap >= 10, "eval", "n_bootstrap", self.n_bootstrap, "must be >= 10")
-        known = ("random", "popularity", "itemknn", "ease", "bm25")
+        known = ("random", "popularity", "itemknn", "ease", "ease_recency", "bm25", "sasrec")
         _check(all(b in known for b in self.baselines), "eval", "baselines", self.baselines,
                f"choose from {', '.join(known)}")
         _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "eval", "ks", self.ks, "need cut-offs >= 1")
+        _check(self.tune_budget >= 1, "eval", "tune_budget", self.tune_budget, "must be >= 1")
+        _check(self.tune_valid_users >= 0, "eval", "tune_valid_users", self.tune_valid_users, "must be >= 0 (0 = all)")
+        for name in ("sasrec_epochs", "sasrec_patience", "sasrec_max_len"):
+            _check(getattr(self, name) >= 1, "eval", name, getattr(self, name), "must be >= 1")
+        for name, ok in (("sasrec_hidden", lambda v: v >= 2 and v % 2 == 0), ("sasrec_dropout", lambda v: 0 <= v < 1),
+                         ("sasrec_lr", lambda v: v > 0)):
+            _check(len(getattr(self, name)) > 0 and all(ok(v) for v in getattr(self, name)), "eval", name,
+                   getattr(self, name), "need a non-empty list of valid values (hidden: even; dropout: [0, 1); lr > 0)")
 
 
 @dataclass

@@ -137,7 +137,8 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
         for key, r in ranked.items():
             note = "; ".join(filter(None, ["sampled" if sampled else "",
                                            "scores every candidate alike: random order" if key in blind else "",
-                                           _served_note(rec) if key == "served" and rec else ""]))
+                                           _served_note(rec) if key == "served" and rec else "",
+                                           getattr(fns.get(key), "note", "")]))
             row = _row(ctx, key, slice_name, r, per_user[key], ks, pop, item_emb, note)
             rows.append(row)
             for metric in curves:

@@ -9,13 +9,12 @@ the **served** row is ranked by the :class:`~recsys_llm.serve.recommender.Recomm
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 
 from recsys_llm.artifacts import check_embeddings, load_embeddings, load_hybrid
-from recsys_llm.classic import make_baseline
+from recsys_llm.classic.from_config import baseline_scorer
 from recsys_llm.protocol import CHUNK, ScoreFn
 from recsys_llm.retrieve import Candidates
 from recsys_llm.run import ArtifactError, Context, read_npy, reading
@@ -34,6 +33,7 @@ MODEL_NAMES = {
     "served": "served",
 }
 BASELINE_NAMES = {"random": "random", "popularity": "most popular", "itemknn": "ItemKNN", "ease": "EASE",
+                  "ease_recency": "EASE, recency-weighted query", "sasrec": "SASRec",
                   "bm25": "BM25 (item text)", "zeroshot": MODEL_NAMES["zeroshot"]}
 OURS = ("retrieval", "rerank", "pooling", "hybrid", "hybrid_cf", "served")
 
@@ -50,11 +50,8 @@ def score_functions(ctx: Context) -> dict[str, ScoreFn]:
     texts = ctx.item_texts()
     fns: dict[str, ScoreFn] = {}
     finetuned = None
-    for name in cfg.eval.baselines:
-        t0 = time.perf_counter()
-        model = make_baseline(name, seed=cfg.eval.seed).fit(split.train, split.n_users, split.n_items, texts)
-        logger.info("fitted baseline %s in %.1f s", name, time.perf_counter() - t0)
-        fns[name] = (lambda users, m=model: m.score(users, [query_hist[u] for u in users]))
+    for name in cfg.eval.baselines:  # tuned on validation users (eval.tune_baselines); fitted on split.train
+        fns[name] = baseline_scorer(name, split, cfg.eval, texts, query_hist, ctx.run.root / "baselines")
     for key, zero_shot in (("zeroshot", True), ("retrieval", False)):
         if ctx.run.embeddings(zero_shot).exists():
             items, users_emb, meta = load_embeddings(ctx.run, zero_shot=zero_shot)
