@@ -34,7 +34,7 @@ _EXPORTS = {
     "Recommender": "recsys_llm.serve.recommender",
     "ServedConfig": "recsys_llm.serve.served",
     "load_dataset": "recsys_llm.data.io",
-    "load_index": "recsys_llm.index.base",
+    "load_index": "recsys_llm.index.registry",
     "make_split": "recsys_llm.data.splits",
     "recommend": "recsys_llm.serve.recommender",
     "retire_items": "recsys_llm.coldstart",

@@ -27,7 +27,8 @@ from recsys_llm.config import PipelineConfig
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.encoder.user_pooling import PoolingUserModel
 from recsys_llm.hybrid import HybridModel
-from recsys_llm.index.base import IndexMismatchError, VectorIndex, load_index
+from recsys_llm.index.base import IndexMismatchError, VectorIndex
+from recsys_llm.index.registry import load_index
 from recsys_llm.rerank.cross_encoder import CrossEncoder
 from recsys_llm.run import ArtifactError, Context, RunDir, read_json, read_npy, read_parquet
 from recsys_llm.run import reading as run_reading

@@ -15,7 +15,7 @@ so checks and behaviour are the same for every backend:
 
 A saved index is a folder: ``index.json`` (kind, dim, metric, ntotal, build parameters and free ``metadata``
 such as the encoder fingerprint) plus the backend's files, written to a temporary folder and renamed, so a
-crash mid-save never damages the last good index. :func:`load_index` refuses a folder whose ``index.json``
+crash mid-save never damages the last good index. :func:`~recsys_llm.index.registry.load_index` refuses a folder whose ``index.json``
 disagrees with what the caller expects (another encoder, another dimension).
 
 Example:
@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from recsys_llm.index.convert import as_exclude, as_id_list, as_ids, as_vectors, check_k
-from recsys_llm.io_utils import atomic_dir, atomic_save_npy, atomic_write_json, load_json, load_npy
+from recsys_llm.io_utils import atomic_dir, atomic_save_npy, atomic_write_json, load_npy
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class VectorIndex(ABC):
 
     def check(self, expected: Mapping[str, Any]) -> None:
         """Raise :class:`IndexMismatchError` where ``info()`` disagrees with ``expected`` (nested keys)."""
-        bad = _mismatches(expected, self.info())
+        bad = mismatches(expected, self.info())
         if bad:
             raise IndexMismatchError("the index was built for other embeddings: " + "; ".join(bad)
                                      + ". Rebuild it (`recsys-llm index build`) from the current embeddings")
@@ -282,52 +282,13 @@ class InProcessIndex(VectorIndex):
         return self._idset.ids
 
 
-def _mismatches(expected: Mapping[str, Any], actual: Mapping[str, Any], prefix: str = "") -> list[str]:
+def mismatches(expected: Mapping[str, Any], actual: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Keys of ``expected`` whose value differs in ``actual`` (nested mappings compared key by key)."""
     out = []
     for key, want in expected.items():
         have = actual.get(key) if isinstance(actual, Mapping) else None
         if isinstance(want, Mapping) and isinstance(have, Mapping):
-            out += _mismatches(want, have, f"{prefix}{key}.")
+            out += mismatches(want, have, f"{prefix}{key}.")
         elif have != want:
             out.append(f"{prefix}{key}: index has {have!r}, expected {want!r}")
     return out
-
-
-def index_classes() -> dict[str, type[VectorIndex]]:
-    """Backends by ``kind`` (Milvus is imported only when pymilvus is needed)."""
-    from recsys_llm.index.exact import ExactIndex
-    from recsys_llm.index.faiss_index import FaissIndex
-    from recsys_llm.index.milvus_index import MilvusIndex
-
-    return {cls.kind: cls for cls in (ExactIndex, FaissIndex, MilvusIndex)}
-
-
-def load_index(folder: str | Path, expected: Mapping[str, Any] | None = None, **kwargs) -> VectorIndex:
-    """Load a saved index; with ``expected`` (e.g. ``{"dim": 384, "metadata": {"encoder": ...}}``) refuse
-    one built differently. Extra ``kwargs`` go to the backend (``use_gpu`` for FAISS, ``uri`` for Milvus).
-
-    Raises:
-        FileNotFoundError: no index at ``folder``.
-        IndexMismatchError: ``index.json`` disagrees with ``expected``.
-    """
-    folder = Path(folder)
-    if not (folder / INFO_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: no saved index here ({INFO_FILE} missing); build one first "
-                                "(`recsys-llm index build`)")
-    info = load_json(folder / INFO_FILE)
-    classes = index_classes()
-    if info.get("kind") not in classes:
-        raise ValueError(f"{folder / INFO_FILE}: unknown index kind {info.get('kind')!r}; "
-                         f"known: {', '.join(classes)}")
-    if expected:
-        bad = _mismatches(expected, info)
-        if bad:
-            raise IndexMismatchError(f"{folder} was built for other embeddings: " + "; ".join(bad)
-                                     + ". Rebuild it (`recsys-llm index build`) from the current embeddings")
-    index = classes[info["kind"]]._read(folder, info, **kwargs)
-    index.metadata = dict(info.get("metadata") or {})
-    if index.snapshot and index.ntotal != info["ntotal"]:
-        raise ValueError(f"{folder}: the index holds {index.ntotal} items but {INFO_FILE} says "
-                         f"{info['ntotal']}; the folder is damaged, rebuild the index")
-    return index

@@ -35,6 +35,10 @@ import math
 import os
 from dataclasses import dataclass
 
+from recsys_llm.index.exact import ExactIndex
+from recsys_llm.index.faiss_index import FaissIndex
+from recsys_llm.index.milvus_index import MilvusIndex
+
 EXACT_MAX_ITEMS = 50_000
 ID_BYTES = 8
 
@@ -101,17 +105,11 @@ def index_from_config(cfg, dim: int, n_items: int, milvus_uri: str = "milvus.db"
         ``(index, reason)``: the index and a sentence on why this type was chosen.
     """
     if cfg.backend == "exact":
-        from recsys_llm.index.exact import ExactIndex
-
         return ExactIndex(dim), "index.backend=exact: numpy brute force"
     if cfg.backend == "milvus":
-        from recsys_llm.index.milvus_index import MilvusIndex
-
         return (MilvusIndex(dim, uri=cfg.milvus_uri or milvus_uri, collection=cfg.milvus_collection,
                             index_type=cfg.milvus_index_type, drop_existing=True),
                 f"index.backend=milvus: {cfg.milvus_index_type} at {cfg.milvus_uri or milvus_uri}")
-    from recsys_llm.index.faiss_index import FaissIndex
-
     if cfg.factory == "auto":
         budget = int(cfg.memory_budget_gb * 2**30) if cfg.memory_budget_gb else None
         choice = auto_factory(n_items, dim, budget)

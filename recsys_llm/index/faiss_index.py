@@ -37,6 +37,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from recsys_llm.index.base import InProcessIndex, LocalIds, VectorIndex
@@ -53,7 +54,6 @@ FORMAT = 2  # 1 (recsys-llm <= 0.1 before updates): labels were positions; such 
 
 def faiss_gpus() -> int:
     """Number of GPUs faiss can use (0 with faiss-cpu)."""
-    import faiss
 
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
@@ -70,7 +70,6 @@ def _want_gpu(use_gpu: str) -> bool:
 
 def _find(index, cls_name: str):
     """The first index of FAISS class ``cls_name`` inside wrappers (IDMap, PreTransform), or None."""
-    import faiss
 
     cls = getattr(faiss, cls_name)
     while index is not None:
@@ -83,7 +82,6 @@ def _find(index, cls_name: str):
 
 def nlist_of(factory: str, dim: int = 8) -> int | None:
     """The number of IVF lists a factory string asks for (None when it is not IVF)."""
-    import faiss
 
     ivf = _find(faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT), "IndexIVF")
     return int(ivf.nlist) if ivf is not None else None
@@ -92,7 +90,6 @@ def nlist_of(factory: str, dim: int = 8) -> int | None:
 def _new_faiss(dim: int, factory: str):
     """``faiss.index_factory`` for inner product, with a clear error and polysemous PQ training off (the
     factory turns it on; it makes training ~30x slower and only serves Hamming-filtered search, unused here)."""
-    import faiss
 
     try:
         cpu = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -146,7 +143,6 @@ class FaissIndex(InProcessIndex):
 
     # --- storage -------------------------------------------------------------------------------------
     def _init_storage(self, cpu) -> None:
-        import faiss
 
         self._ivf = _find(cpu, "IndexIVF")
         self._hnsw = _find(cpu, "IndexHNSW")
@@ -172,7 +168,6 @@ class FaissIndex(InProcessIndex):
         if not self.on_gpu or k > GPU_MAX_K:
             return self._cpu
         if self._gpu is None:
-            import faiss
 
             co = faiss.GpuMultipleClonerOptions()
             co.shard, co.useFloat16 = self.shard, self.float16
@@ -222,7 +217,6 @@ class FaissIndex(InProcessIndex):
             self.ef_search = int(self._hnsw.hnsw.efSearch)
 
     def _apply_search_params(self, index, gpu: bool) -> None:
-        import faiss
 
         space = faiss.GpuParameterSpace() if gpu else faiss.ParameterSpace()
         if self.nprobe is not None:
@@ -277,7 +271,6 @@ class FaissIndex(InProcessIndex):
         self._gpu = None
 
     def _remove(self, ids: np.ndarray) -> None:
-        import faiss
 
         if self.tombstones:
             self._slots[np.isin(self._slots, ids)] = -1
@@ -300,7 +293,6 @@ class FaissIndex(InProcessIndex):
         params = None
         dead = self._slots < 0
         if dead.any():
-            import faiss
 
             self._live_bits = np.packbits(~dead, bitorder="little")  # kept alive while faiss reads it
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
@@ -328,12 +320,10 @@ class FaissIndex(InProcessIndex):
     # --- persistence ---------------------------------------------------------------------------------
     def serialized_bytes(self) -> int:
         """Size of the FAISS index as saved (bytes), id map included."""
-        import faiss
 
         return int(faiss.serialize_index(self._cpu).nbytes) + 8 * self.ntotal
 
     def _write(self, folder: Path) -> None:
-        import faiss
 
         faiss.write_index(self._cpu, str(folder / FAISS_FILE))
         self._idset.save(folder)
@@ -342,7 +332,6 @@ class FaissIndex(InProcessIndex):
 
     @classmethod
     def _read(cls, folder: Path, info: dict, use_gpu: str = "auto", **_: Any) -> FaissIndex:
-        import faiss
 
         p = info["params"]
         if p.get("format") != FORMAT:
