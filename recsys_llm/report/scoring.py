@@ -50,8 +50,6 @@ def score_functions(ctx: Context) -> dict[str, ScoreFn]:
     texts = ctx.item_texts()
     fns: dict[str, ScoreFn] = {}
     finetuned = None
-    for name in cfg.eval.baselines:  # tuned on validation users (eval.tune_baselines); fitted on split.train
-        fns[name] = baseline_scorer(name, split, cfg.eval, texts, query_hist, ctx.run.root / "baselines")
     for key, zero_shot in (("zeroshot", True), ("retrieval", False)):
         if ctx.run.embeddings(zero_shot).exists():
             items, users_emb, meta = load_embeddings(ctx.run, zero_shot=zero_shot)
@@ -69,7 +67,12 @@ def score_functions(ctx: Context) -> dict[str, ScoreFn]:
             fns["hybrid_cf"] = (lambda users: hybrid.cf.score([query_hist[u] for u in users], ctx.split.n_items,
                                                               halflife=hybrid.halflife))
         fns["hybrid"] = (lambda users: hybrid.score(dense_users[users] @ items.T, [query_hist[u] for u in users]))
-    return fns
+    # baselines last: fitting them writes baselines/*.json, so every run artifact above is read (and a damaged
+    # one refused) before anything is written; the report still lists them first
+    base: dict[str, ScoreFn] = {}
+    for name in cfg.eval.baselines:  # tuned on validation users (eval.tune_baselines); fitted on split.train
+        base[name] = baseline_scorer(name, split, cfg.eval, texts, query_hist, ctx.run.root / "baselines")
+    return {**base, **fns}
 
 
 def constant_over(fn: ScoreFn, users: np.ndarray, cand: np.ndarray, n: int = 256) -> bool:
