@@ -103,8 +103,11 @@ class Recommender:
             raise FileNotFoundError(f"{run.root}: not a run directory (no config.json); build one with `recsys-llm "
                                     f"prepare` or `recsys-llm coldstart catalog --items FILE --run-dir {run.root}`")
         cfg = run.load_config()
+        # served.json must be as fresh as what it was chosen on, unless the caller brings its own setting
+        # (the select stage itself, evaluating candidates)
+        uses = ["embed", "index"] + (["select"] if served is None else [])
         served = served or ServedConfig.for_run(run)
-        uses = ["embed", "index", "select"] + (["hybrid"] if served.first_stage == "hybrid" else [])
+        uses += ["hybrid"] if served.first_stage == "hybrid" else []
         lineage.require_fresh(run.root, uses + (["rerank-train"] if served.reranks else []))
         if device is not None:
             cfg.train.device = device
