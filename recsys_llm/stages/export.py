@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -95,7 +95,7 @@ def export_models(run_dir: str | Path, fmt: str = "onnx", int8: bool = False) ->
         raise ValueError(f"--format {fmt!r}: only {', '.join(FORMATS)} is supported")
     ctx = Context.load(run_dir)
     run = ctx.run
-    encoder = load_encoder(run, "cpu", backend="torch")
+    encoder = cast(TwoTowerEncoder, load_encoder(run, "cpu", backend="torch"))
     encoder.config = dataclasses.replace(encoder.config, inference_precision="fp32")
     model = None
     if run.reranker.exists():
@@ -113,7 +113,7 @@ def export_models(run_dir: str | Path, fmt: str = "onnx", int8: bool = False) ->
         checks = {"encoder": _encoder_check(encoder, tmp, precisions, ctx)}
         if model is not None:
             checks["reranker"] = _reranker_check(model, tmp, precisions, ctx)
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": fmt, "precision": precisions[-1], "precisions": precisions,
             "source": {"finetune": sources["finetune"], "rerank-train": sources["rerank-train"] if model else None},
             "encoder": encoder.fingerprint(),
