@@ -16,6 +16,7 @@ pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install -e '.[on
 
 from recsys_llm.artifacts import load_encoder, load_export, load_reranker  # noqa: E402
 from recsys_llm.cli import main  # noqa: E402
+from recsys_llm.encoder.onnx_encoder import OnnxTextEncoder  # noqa: E402
 from recsys_llm.lineage import StaleArtifactError  # noqa: E402
 from recsys_llm.rerank.cross_encoder import CrossEncoder  # noqa: E402
 from recsys_llm.run import Context, RunDir  # noqa: E402
@@ -52,8 +53,6 @@ def test_onnx_encoder_matches_torch(exported):
     onnx = load_encoder(run, backend="onnx")  # int8: the precision exported last
     assert onnx.fingerprint()["backend"] == "onnx-int8" and onnx.dim == torch_enc.dim
     assert (onnx.encode_items(texts, 32, show_progress=False) * ref).sum(1).min() > 0.98
-    from recsys_llm.encoder.onnx_encoder import OnnxTextEncoder
-
     fp32 = OnnxTextEncoder.load(exported / "export" / "encoder.onnx", meta["encoder"], torch_enc.config)
     got = fp32.encode_users(texts, 32, batch_size=7, show_progress=False)
     assert got.dtype == np.float32 and got.shape == ref.shape
