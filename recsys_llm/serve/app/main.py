@@ -22,10 +22,9 @@ from recsys_llm.serve.app.metrics import Metrics
 from recsys_llm.serve.app.routes import router
 from recsys_llm.serve.app.service import Service
 from recsys_llm.serve.catalogue import UnknownIdError
-from recsys_llm.serve.live import LiveRecommender
+from recsys_llm.serve.live import RUN_DIR_ENV, LiveRecommender
 
 logger = logging.getLogger(__name__)
-RUN_DIR_ENV = "RECSYS_LLM_RUN_DIR"
 
 
 def _field_errors(exc: RequestValidationError) -> str:

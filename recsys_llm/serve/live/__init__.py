@@ -9,4 +9,7 @@ from __future__ import annotations
 from recsys_llm.serve.live.changelog import ChangeLog
 from recsys_llm.serve.live.state import LiveRecommender
 
-__all__ = ["ChangeLog", "LiveRecommender"]
+RUN_DIR_ENV = "RECSYS_LLM_RUN_DIR"
+"""The run directory a service process serves (``recsys-llm serve`` sets it for its uvicorn workers)."""
+
+__all__ = ["RUN_DIR_ENV", "ChangeLog", "LiveRecommender"]
