@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +67,7 @@ class LiveCatalogue:
     texts: list[str]
     meta: dict
     prepared_items: int
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def load(cls, run: RunDir, template: str, use_gpu: str = "auto") -> LiveCatalogue:
@@ -77,13 +80,21 @@ class LiveCatalogue:
         return cls(run, template, catalog, item_vectors(run, item_emb), load_run_index(run, meta, use_gpu),
                    item_texts(catalog, template), meta, len(item_emb))
 
+    def _cached(self, name: str, make: Callable[[], Any]) -> Any:
+        """``make()`` computed once per catalog frame (changes replace the frame, never edit it in place)."""
+        if self._derived.get("catalog") is not self.catalog:
+            self._derived = {"catalog": self.catalog}
+        if name not in self._derived:
+            self._derived[name] = make()
+        return self._derived[name]
+
     @property
     def idmap(self) -> IdMap:
-        return IdMap(self.catalog["item_id"].astype(str).to_numpy(dtype=object))
+        return self._cached("idmap", lambda: IdMap(self.catalog["item_id"].astype(str).to_numpy(dtype=object)))
 
     @property
     def titles(self) -> np.ndarray:
-        return self.catalog["title"].astype(str).to_numpy(dtype=object)
+        return self._cached("titles", lambda: self.catalog["title"].astype(str).to_numpy(dtype=object))
 
     def live_mask(self) -> np.ndarray:
         """``(n_items,)`` bool: in the index (not retired)."""

@@ -324,8 +324,7 @@ class Recommender:
         ids, scores = ids[keep], scores[keep]
         why, sim = because(self.catalogue.vectors, history, ids)
         has = why >= 0
-        external = self.catalogue.catalog["item_id"].astype(str).to_numpy()
-        titles = self.catalogue.titles
+        external, titles = self.catalogue.idmap.external, self.catalogue.titles
         return pd.DataFrame({
             "rank": np.arange(1, len(ids) + 1),
             "item": ids,

@@ -31,7 +31,7 @@ def _recs(table: pd.DataFrame, user_id: str | None) -> s.Recommendations:
 
 def _items(svc: Service, ids: np.ndarray, scores: np.ndarray | None = None) -> s.ItemList:
     cat = svc.rec.catalogue
-    external, titles = cat.catalog["item_id"].astype(str).to_numpy(), cat.titles
+    external, titles = cat.idmap.external, cat.titles
     return s.ItemList(items=[s.ItemOut(item_id=external[i], title=str(titles[i]),
                                        score=None if scores is None else float(scores[n]))
                              for n, i in enumerate(ids.tolist())])
