@@ -34,6 +34,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# idle OpenMP threads sleep instead of spinning (before torch loads): spinning made the in-process encoder
+# 10-50x slower on a busy 2-core machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from recsys_llm.serve.live import LiveRecommender  # noqa: E402
 from recsys_llm.serve.served import ServedConfig  # noqa: E402

@@ -71,3 +71,21 @@ def test_the_service_answers_while_items_are_encoded(app):
         svc.items.fn = real
     assert status == 200 and added >= 1.0 and answered < 0.8, (answered, added)
     assert len(svc.rec.catalogue.index.ids) == 80
+
+
+def test_concurrent_reranked_requests_share_cross_encoder_passes(app):
+    svc = app.state.service
+    assert svc.rec.served.reranks  # the tiny run serves hybrid -> rerank
+
+    async def go() -> list[dict]:
+        async with _client(app) as c:
+            rs = await asyncio.gather(*[c.post("/recommend", json={"user_id": f"u{i}", "k": 4}) for i in range(12)])
+        return [r.json() for r in rs]
+
+    before = svc.cross.batches
+    got = asyncio.run(go())
+    assert 1 <= svc.cross.batches - before < 12
+    for i, body in enumerate(got):  # each list is what Recommender.recommend ranks for that user alone
+        alone = svc.live.recommend(f"u{i}", 4)
+        assert [it["item_id"] for it in body["items"]] == alone["item_id"].tolist()
+        assert body["stage"] == svc.rec.served.label

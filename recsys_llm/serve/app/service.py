@@ -35,6 +35,7 @@ class Service:
         self.users = MicroBatcher(lambda t: rec.encoder.encode_users(t, rec.cfg.text.user_max_tokens,
                                                                      show_progress=False),
                                   window_ms, max_batch=64, name="encode-users")
+        self.cross = MicroBatcher(self._cross_scores, window_ms, max_batch=32, name="cross-encoder")
         self.started = time.time()
 
     @property
@@ -48,6 +49,7 @@ class Service:
     def close(self) -> None:
         self.items.close()
         self.users.close()
+        self.cross.close()
 
     # ---------------------------------------------------------------------------------- encoding
     async def _pre_encode(self, texts: Sequence[str]) -> None:
@@ -71,6 +73,24 @@ class Service:
         s = self.rec.served
         return None if rerank or not s.reranks else ServedConfig(s.first_stage, chosen_by=s.chosen_by)
 
+    def _cross_scores(self, queries: list[tuple[str, np.ndarray, int]]) -> np.ndarray:
+        """One cross-encoder pass over several requests' candidates: ``(n, width)``, NaN-padded."""
+        ids = np.full((len(queries), max(len(top) for _, top, _ in queries)), -1, np.int64)
+        for r, (_, top, _) in enumerate(queries):
+            ids[r, : len(top)] = top
+        return self.rec.reranker.score_candidates([t for t, _, _ in queries], ids, self.rec.catalogue.texts,
+                                                  depth=max(d for _, _, d in queries))
+
+    async def _reranked(self, q: Query, k: int, filters: Mapping[str, Any] | None) -> pd.DataFrame:
+        """:meth:`Recommender.rank` for one query (the same ``first_stage`` -> cross-encoder -> ``rerank``
+        steps), its cross-encoder pass micro-batched with concurrent requests' in a worker thread."""
+        rec, served = self.rec, self.rec.served
+        top, sc = rec.first_stage(q, served.first_stage, max(k, served.rerank_depth), rec.allowed(filters))
+        if len(top):
+            ce = (await self.cross.submit([(rec.user_text(q), top, served.rerank_depth)]))[0, : len(top)]
+            sc, top = rec.rerank(q, top, sc, served.rerank_depth, served.rerank_weight, ce=ce)
+        return rec.table(top[:k], sc[:k], rec.history(q), served.label)
+
     async def recommend(self, user_id: str, k: int, exclude: Sequence[str], filters: Mapping[str, Any] | None,
                         rerank: bool) -> pd.DataFrame:
         self.fresh()
@@ -79,6 +99,8 @@ class Service:
         await self._pre_encode(texts)
         self.fresh()
         try:
+            if rerank and self.rec.served.reranks:
+                return await self._reranked(self.live.query(user_id, exclude), k, filters)
             return self.live.recommend(user_id, k, exclude, filters, self._served(rerank))
         finally:
             self._release(texts)
@@ -97,6 +119,8 @@ class Service:
         await self._pre_encode(texts)
         self.fresh()
         try:
+            if self.rec.served.reranks:
+                return await self._reranked(self.rec.queries(histories=[hist], texts=[q.text])[0], k, filters)
             return self.rec.recommend_new(items=list(items), text=q.text, k=k, filters=filters)
         finally:
             self._release(texts)

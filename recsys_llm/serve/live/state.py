@@ -205,6 +205,16 @@ class LiveRecommender:
             return None
         return self.rec.user_text(Query(history=self.rec.known[user]))
 
+    def query(self, user_id: str, exclude: Sequence[str] = ()) -> Query:
+        """The ranking query of a user: their stored vector, or their updated history when stale."""
+        rec = self.rec
+        u = rec.user_internal(user_id)
+        extra = rec.item_internal(exclude, "exclude") if len(exclude) else np.empty(0, np.int64)
+        skip = [np.union1d(rec.known[u], extra)]
+        if u in self.stale:
+            return rec.queries(histories=[rec.known[u]], texts=[""], exclude=skip)[0]
+        return rec.queries(users=[u], exclude=skip)[0]
+
     def recommend(self, user_id: str, k: int = 10, exclude: Sequence[str] = (),
                   filters: Mapping[str, Any] | None = None, served: ServedConfig | None = None) -> pd.DataFrame:
         """:meth:`Recommender.recommend`, with a stale user ranked from their updated history."""
