@@ -52,10 +52,11 @@ def start_service(run: Path, workers: int, log: Path) -> tuple[subprocess.Popen,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from recsys_llm.cli import main; "
-                             "sys.exit(main(sys.argv[1:]))", "serve", "--run-dir", str(run), "--port", str(port),
-                             "--workers", str(workers)], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; from recsys_llm.cli import main; "
+                                 "sys.exit(main(sys.argv[1:]))", "serve", "--run-dir", str(run), "--port",
+                                 str(port), "--workers", str(workers)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:

@@ -248,7 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     os.environ["RECSYS_LLM_BATCH_MS"] = str(args.batch_ms)
     print(f"serving {run} on http://{args.host}:{args.port} ({args.workers} worker(s)); docs at /docs, page at /")
     uvicorn.run("recsys_llm.serve.app.main:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="info")
+                workers=args.workers, log_level="info", access_log=args.access_log)
 
 
 def cmd_refresh(args: argparse.Namespace) -> None:

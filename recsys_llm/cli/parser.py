@@ -112,6 +112,7 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes; they share the run's change log "
                    "(default 1)")
     p.add_argument("--batch-ms", type=float, default=3.0, help="encoder micro-batch window in ms (default 3)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
 
 
 # (name, help, function in recsys_llm.cli.commands, flag adders); every command takes --run-dir

@@ -22,8 +22,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 

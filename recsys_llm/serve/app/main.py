@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from recsys_llm import __version__
-from recsys_llm.serve.app.metrics import Metrics
+from recsys_llm.serve.app.metrics import Metrics, TimedRequests
 from recsys_llm.serve.app.routes import router
 from recsys_llm.serve.app.service import Service
 from recsys_llm.serve.catalogue import UnknownIdError
@@ -87,7 +87,7 @@ def create_app(run_dir: str | Path, window_ms: float = 3.0, warm: bool = True) -
     app = FastAPI(title="recsys-llm", version=__version__, lifespan=lifespan,
                   description="Recommendations, live catalogue and feedback over one recsys-llm run.")
     app.state.service, app.state.metrics, app.state.ready = service, metrics, False
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(TimedRequests, metrics=metrics)
     _handlers(app)
     app.include_router(router)
     return app

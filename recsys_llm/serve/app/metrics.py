@@ -7,17 +7,16 @@ processes each answers ``/metrics`` for itself; scrape each (or run one worker p
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
-    """Counters and histograms, filled by :meth:`middleware`; gauges read from the live state on scrape."""
+    """Counters and histograms, filled by :class:`TimedRequests`; gauges read from the live state on scrape."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -35,18 +34,31 @@ class Metrics:
         self.batch_size = Histogram("recsys_encoder_batch_texts", "texts per encoder micro-batch", ["model"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
 
-    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            self.requests.labels(endpoint, request.method, str(status)).inc()
-            self.latency.labels(endpoint).observe(time.perf_counter() - t0)
-
     def render(self) -> Response:
         return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class TimedRequests:
+    """Pure ASGI middleware (no extra task per request): counts requests and times them per route into
+    :class:`Metrics` (``app.add_middleware(TimedRequests, metrics=m)``)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0, status = time.perf_counter(), [500]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint, scope["method"], str(status[0])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
