@@ -182,9 +182,11 @@ def in_process(run: Path, traffic: Traffic, duration: float) -> dict:
                 live.sync()
                 live.write_items(frame, emb, False)
         else:
-            with live.log.locked():
+            with live.log.locked():  # as the service does: the user's new text vector encoded once, logged
                 live.sync()
-                live.write_interactions(body["events"])
+                texts = live.interaction_texts(body["events"])
+                vectors = rec.encode_user_texts(list(texts.values())) if texts else []
+                live.write_interactions(body["events"], dict(zip(texts, vectors, strict=True)))
         lat[op].append(time.perf_counter() - s)
     return summarise(lat, {}, time.perf_counter() - t0)
 

@@ -114,7 +114,7 @@ def test_live_catalogue_and_feedback(client):
     fresh = client.post("/recommend", json={"user_id": "fresh", "k": 3}).json()
     assert len(fresh["items"]) == 3 and fresh["items"][0]["because_item_id"] == "100"
     done = client.post("/refresh").json()
-    assert done["interactions_folded"] == 2 and done["users_updated"] == 2 and "collaborative" in done
+    assert done["interactions_folded"] == 2 and done["items_with_new_counts"] == 2 and "collaborative" in done
     assert client.post("/refresh").json()["interactions_folded"] == 0
     assert _ids(client.post("/recommend", json={"user_id": "fresh", "k": 3})) == [i["item_id"] for i in fresh["items"]]
     assert client.post("/items/retire", json={"items": ["new-space"]}).status_code == 200
@@ -128,3 +128,16 @@ def test_metrics_count_requests_per_endpoint(client):
     assert 'recsys_requests_total{endpoint="/recommend",method="POST",status="200"}' in text
     assert 'recsys_request_seconds_bucket{endpoint="/recommend"' in text
     assert "recsys_catalogue_live_items" in text and "recsys_known_users" in text
+
+
+def test_refresh_command_folds_what_the_service_received(client, capsys):
+    from recsys_llm.cli import main
+
+    assert client.post("/interactions", json={"events": [{"user_id": "u5", "item_id": "101"}]}).status_code == 200
+    assert client.get("/health").json()["interactions_since_refresh"] == 1
+    run = client.app.state.service.rec.run.root
+    capsys.readouterr()
+    assert main(["refresh", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "folded 1 interactions (1 items)" in out and "collaborative" in out
+    assert client.get("/health").json()["interactions_since_refresh"] == 0  # the running service applied it

@@ -259,6 +259,7 @@ def cmd_refresh(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(done, indent=2, sort_keys=True))
         return
-    print(f"folded {done['interactions_folded']} interactions of {done['users_updated']} users into the stored "
-          f"user vectors ({', '.join(done['user_models']) or 'none'}); collaborative part: {done['collaborative']}")
+    print(f"folded {done['interactions_folded']} interactions ({done['items_with_new_counts']} items) into the "
+          f"collaborative part: {done['collaborative']}; {done['users_recomputed']} users' stored vectors "
+          f"recomputed ({', '.join(done['user_models']) or 'none'})")
     print(f"running services apply it before their next answer ({live.log.path})")

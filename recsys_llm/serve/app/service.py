@@ -168,8 +168,10 @@ class Service:
     async def interact(self, events: list[dict[str, Any]]) -> dict[str, int]:
         now = int(time.time())
         events = [{**e, "timestamp": now if e.get("timestamp") is None else e["timestamp"]} for e in events]
-        async with self._writing():
-            return self.live.write_interactions(events)
+        async with self._writing():  # the users' new text vectors are encoded once, here, and logged
+            texts = self.live.interaction_texts(events)
+            vectors = await self.users.submit(list(texts.values())) if texts else []
+            return self.live.write_interactions(events, dict(zip(texts, vectors, strict=True)))
 
     async def refresh(self) -> dict[str, Any]:
         async with self._writing():
@@ -180,7 +182,7 @@ class Service:
         rec, c = self.rec, self.live.counters
         return {"run_dir": str(rec.run.root), "served": rec.served.label,
                 "live_items": int(len(rec.catalogue.index.ids)), "catalogue_items": int(len(rec.catalogue.vectors)),
-                "known_users": len(rec.known), "users_pending_refresh": len(self.live.stale),
+                "known_users": len(rec.known), "interactions_since_refresh": len(self.live.pending),
                 "change_log": {"path": str(self.live.log.path), "applied_bytes": self.live.log.offset,
                                "entries": self.live.log.seq, "skipped": c.skipped[-5:]},
                 "uptime_s": round(time.time() - self.started, 1)}

@@ -5,12 +5,13 @@ what other workers appended (one ``stat`` when nothing changed); the write metho
 current state, append it (fsynced) under the log's lock, then apply it through the same code as a replay, so
 a restarted or second worker ends in the same state.
 
-Interactions update the user's history at once: a user with interactions newer than the last refresh is
-ranked from their updated history (the pooled or text user vector computed on the fly, the collaborative part
-reading the new items), a new user id becomes a known user. :meth:`refresh` folds them in: the stored user
-vectors of those users are recomputed from their histories and the collaborative part's per-item interaction
-counts (its trust) grow by the new interactions; the item-item matrix itself is kept (``recsys-llm hybrid``
-refits it).
+Interactions update the user at once: their history (what is excluded, what the collaborative part reads)
+and their stored user vectors (the text vector encoded by the writer and logged with the events, the pooled
+one recomputed from the history); a new user id becomes a known user. A user whose text vector could not be
+logged (``recsys-llm`` API callers without an encoder) is ranked from their history, encoded per query, until
+the next refresh. :meth:`write_refresh` folds the interactions into the collaborative part: its per-item
+interaction counts (the trust of each item's collaborative score) grow by the new interactions, stale users'
+vectors are recomputed; the item-item matrix itself is kept (``recsys-llm hybrid`` refits it).
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ class LiveRecommender:
     def __init__(self, rec: Recommender, log: ChangeLog | None = None) -> None:
         self.rec = rec
         self.log = log or ChangeLog.for_run(rec.run.root)
-        self.stale: set[int] = set()  # users with interactions newer than the last refresh
+        self.stale: set[int] = set()  # users whose stored vectors miss their latest interactions
         self.pending: list[tuple[int, int]] = []  # (user, item) not folded into the collaborative counts yet
         self.counters = Counters()
-        for model in self.user_models():
-            rec.stored_vectors(model)  # loaded now: the rows grow with new users
+        for model in self.user_models():  # loaded now: the rows grow with new users
+            if rec.known:
+                rec.stored_vectors(model)
+            else:  # a catalogue without users: every user will come from the feedback loop
+                rec._stored[model] = np.zeros((0, rec.catalogue.vectors.shape[1]), np.float32)
         if rec.users is None:
             rec.users = IdMap(np.empty(0, dtype=object))
         self.sync()
@@ -92,7 +96,7 @@ class LiveRecommender:
                 self.rec.catalogue.retire(e["items"], "change log", persist=False)
                 self.counters.items_retired += len(e["items"])
             elif op == "interact":
-                self._apply_events(e["events"])
+                self._apply_events(e["events"], e.get("text_vectors"))
             elif op == "refresh":
                 self._fold()
             else:
@@ -129,23 +133,71 @@ class LiveRecommender:
         return ids
 
     # ------------------------------------------------------------------------------ interactions
-    def write_interactions(self, events: list[dict[str, Any]]) -> dict[str, int]:
-        """Log and apply interactions (``user_id``, ``item_id``, ``timestamp``, optional ``rating``)."""
-        self.rec.item_internal([str(ev["item_id"]) for ev in events], "interactions.item_id")
-        before = len(self.rec.known)
-        self._write([{"op": "interact", "events": events}])
-        return {"interactions": len(events), "new_users": len(self.rec.known) - before}
+    def _histories_after(self, events: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """User id -> their history with ``events`` appended (in timestamp order; nothing changes yet).
 
-    def _apply_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        Raises:
+            UnknownIdError: an item id the catalogue does not have.
+        """
         rec = self.rec
+        assert rec.users is not None
+        out: dict[str, np.ndarray] = {}
         for ev in sorted(events, key=lambda ev: ev.get("timestamp") or 0):
             item = int(rec.item_internal([str(ev["item_id"])], "interactions.item_id")[0])
-            user = self._user_or_new(str(ev["user_id"]))
-            if item not in set(rec.known[user].tolist()):
-                rec.known[user] = np.append(rec.known[user], np.int64(item))
-            self.stale.add(user)
-            self.pending.append((user, item))
-            self.counters.interactions += 1
+            uid = str(ev["user_id"])
+            if uid not in out:
+                u = int(rec.users.to_internal(pd.Series([uid]))[0])
+                out[uid] = rec.known[u] if u >= 0 else np.empty(0, np.int64)
+            if item not in set(out[uid].tolist()):
+                out[uid] = np.append(out[uid], np.int64(item))
+        return out
+
+    def interaction_texts(self, events: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """User id -> the text the text user model encodes for them after ``events`` ({} when the served first
+        stage reads no text user vectors). The writer encodes them and logs the vectors with the events."""
+        if "text" not in self.user_models():
+            return {}
+        return {uid: self.rec.user_text(Query(history=h)) for uid, h in self._histories_after(events).items()}
+
+    def write_interactions(self, events: list[dict[str, Any]], text_vectors: Mapping[str, np.ndarray] | None = None
+                           ) -> dict[str, int]:
+        """Log and apply interactions (``user_id``, ``item_id``, ``timestamp``, optional ``rating``) with the
+        users' new text vectors (:meth:`interaction_texts` encoded); without them those users are ranked from
+        their history, encoded per query, until the next refresh."""
+        self._histories_after(events)  # unknown items fail here, before anything is written
+        entry: dict[str, Any] = {"op": "interact", "events": events}
+        if text_vectors:
+            users = sorted(text_vectors)
+            entry["text_vectors"] = {"users": users, **encode_vectors(np.stack([text_vectors[u] for u in users]))}
+        before = len(self.rec.known)
+        self._write([entry])
+        return {"interactions": len(events), "new_users": len(self.rec.known) - before}
+
+    def _apply_events(self, events: Sequence[Mapping[str, Any]], text_vectors: Mapping[str, Any] | None) -> None:
+        rec = self.rec
+        vectors = {}
+        if text_vectors:
+            vectors = dict(zip(text_vectors["users"], decode_vectors(text_vectors), strict=True))
+        for uid, hist in self._histories_after(events).items():
+            u = self._user_or_new(uid)
+            rec.known[u] = hist
+            if not self._set_user_vectors(u, vectors.get(uid)):
+                self.stale.add(u)
+        for ev in events:
+            self.pending.append((rec.user_internal(str(ev["user_id"])),
+                                 int(rec.item_internal([str(ev["item_id"])], "interactions.item_id")[0])))
+        self.counters.interactions += len(events)
+
+    def _set_user_vectors(self, u: int, text_vector: np.ndarray | None) -> bool:
+        """Store user ``u``'s vectors for their current history; False when a text vector is needed and absent."""
+        models = self.user_models()
+        if "text" in models and text_vector is None:
+            return False
+        for model in models:
+            vec = text_vector if model == "text" else self._user_vectors([u], model)[0]
+            self.rec._stored[model][u] = vec
+        self.stale.discard(u)
+        return True
 
     def _user_or_new(self, user_id: str) -> int:
         rec = self.rec
@@ -166,7 +218,7 @@ class LiveRecommender:
         users, events = sorted(self.stale), len(self.pending)
         items = len({i for _, i in self.pending})
         self._write([{"op": "refresh"}])
-        return {"interactions_folded": events, "users_updated": len(users), "items_with_new_counts": items,
+        return {"interactions_folded": events, "users_recomputed": len(users), "items_with_new_counts": items,
                 "user_models": self.user_models(),
                 "collaborative": "per-item interaction counts (trust) updated; the item-item matrix is kept "
                                  "(`recsys-llm hybrid` refits it)" if self._has_cf() else "none in this run"}
