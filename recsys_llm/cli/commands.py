@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from recsys_llm.data.io import read_items
 from recsys_llm.index.tuning import format_sweep
 from recsys_llm.run import RunDir
 from recsys_llm.serve.info import run_info
+from recsys_llm.serve.live import RUN_DIR_ENV, LiveRecommender
 from recsys_llm.serve.recommender import Recommender
 from recsys_llm.serve.served import ServedConfig
 
@@ -240,3 +242,35 @@ def cmd_info(args: argparse.Namespace) -> None:
     output.print_pairs([(s["stage"], ("done" if s["done"] else "not run")
                          + (f", {s['seconds']:.1f} s" if s.get("seconds") else "")
                          + (f"; STALE: {s['stale']}" if s.get("stale") else "")) for s in info["stages"]])
+
+
+# ----------------------------------------------------------------------------------------- service
+def cmd_serve(args: argparse.Namespace) -> None:
+    run = Path(args.run_dir)
+    if not (run / "config.json").is_file():
+        raise FileNotFoundError(f"{run}: not a run directory (no config.json); build one with `make demo`")
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: need at least 1")
+    try:
+        import uvicorn  # the `serve` extra
+    except ImportError:
+        raise ValueError("the service needs the serve extra: pip install -e '.[serve]'") from None
+    os.environ[RUN_DIR_ENV] = str(run.resolve())
+    os.environ["RECSYS_LLM_BATCH_MS"] = str(args.batch_ms)
+    print(f"serving {run} on http://{args.host}:{args.port} ({args.workers} worker(s)); docs at /docs, page at /")
+    uvicorn.run("recsys_llm.serve.app.main:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="info", access_log=args.access_log)
+
+
+def cmd_refresh(args: argparse.Namespace) -> None:
+    live = LiveRecommender.load(args.run_dir)
+    with live.log.locked():
+        live.sync()
+        done = live.write_refresh()
+    if args.json:
+        print(json.dumps(done, indent=2, sort_keys=True))
+        return
+    print(f"folded {done['interactions_folded']} interactions ({done['items_with_new_counts']} items) into the "
+          f"collaborative part: {done['collaborative']}; {done['users_recomputed']} users' stored vectors "
+          f"recomputed ({', '.join(done['user_models']) or 'none'})")
+    print(f"running services apply it before their next answer ({live.log.path})")

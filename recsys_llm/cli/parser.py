@@ -117,6 +117,15 @@ def _search(p: argparse.ArgumentParser) -> None:
     _k(p)
 
 
+def _serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes; they share the run's change log "
+                   "(default 1)")
+    p.add_argument("--batch-ms", type=float, default=3.0, help="encoder micro-batch window in ms (default 3)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+
+
 # (name, help, function in recsys_llm.cli.commands, flag adders); every command takes --run-dir
 TOP: list[tuple[str, str, str, list[Adder]]] = [
     ("prepare", "raw files -> canonical data, splits and texts in the run dir", "cmd_prepare", [_data_flags]),
@@ -133,6 +142,10 @@ TOP: list[tuple[str, str, str, list[Adder]]] = [
     ("export", "the fine-tuned encoder and the cross-encoder as ONNX graphs (LoRA merged; --int8: dynamic int8) "
      "for fast CPU inference -> export/; use them with --backend onnx or --set encoder.backend=onnx",
      "cmd_export", [_export]),
+    ("serve", "HTTP service (FastAPI): recommendations, live catalogue, feedback, metrics, a page at /",
+     "cmd_serve", [_serve]),
+    ("refresh", "fold the interactions posted to the service into the user vectors and the collaborative "
+     "part (no retraining)", "cmd_refresh", [_json]),
     ("info", "what a run holds: stages done, the served configuration, headline metrics", "cmd_info", [_json]),
     ("demo", "every stage end to end on the bundled data with the default backbone", "cmd_demo", [_data_flags]),
 ]

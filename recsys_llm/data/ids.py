@@ -8,6 +8,7 @@ every id is an integer), so the mapping is deterministic whatever the row order 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -40,8 +41,12 @@ class IdMap:
 
     def to_internal(self, external_ids: pd.Series) -> np.ndarray:
         """Map external ids to internal ids; unknown ids become -1 (callers decide: raise or drop)."""
-        index = pd.Index(self.external)
-        return index.get_indexer(normalise_external(pd.Series(external_ids))).astype(np.int64)
+        return self._index.get_indexer(normalise_external(pd.Series(external_ids))).astype(np.int64)
+
+    @cached_property
+    def _index(self) -> pd.Index:
+        """The lookup table, built on first use (the map never changes; a frozen dataclass)."""
+        return pd.Index(self.external)
 
     def to_external(self, internal_ids: np.ndarray) -> np.ndarray:
         return self.external[np.asarray(internal_ids, dtype=np.int64)]

@@ -22,8 +22,9 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,7 @@ class LiveCatalogue:
     texts: list[str]
     meta: dict
     prepared_items: int
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def load(cls, run: RunDir, template: str, use_gpu: str = "auto") -> LiveCatalogue:
@@ -77,13 +79,21 @@ class LiveCatalogue:
         return cls(run, template, catalog, item_vectors(run, item_emb), load_run_index(run, meta, use_gpu),
                    item_texts(catalog, template), meta, len(item_emb))
 
+    def _cached(self, name: str, make: Callable[[], Any]) -> Any:
+        """``make()`` computed once per catalog frame (changes replace the frame, never edit it in place)."""
+        if self._derived.get("catalog") is not self.catalog:
+            self._derived = {"catalog": self.catalog}
+        if name not in self._derived:
+            self._derived[name] = make()
+        return self._derived[name]
+
     @property
     def idmap(self) -> IdMap:
-        return IdMap(self.catalog["item_id"].astype(str).to_numpy(dtype=object))
+        return self._cached("idmap", lambda: IdMap(self.catalog["item_id"].astype(str).to_numpy(dtype=object)))
 
     @property
     def titles(self) -> np.ndarray:
-        return self.catalog["title"].astype(str).to_numpy(dtype=object)
+        return self._cached("titles", lambda: self.catalog["title"].astype(str).to_numpy(dtype=object))
 
     def live_mask(self) -> np.ndarray:
         """``(n_items,)`` bool: in the index (not retired)."""
@@ -148,12 +158,27 @@ class LiveCatalogue:
             ValueError: missing ``item_id``/``title`` column, empty frame, repeated ids, or (without ``upsert``)
                 ids already in the catalog.
         """
+        texts = item_texts(self._rows(new_items, source, upsert), self.template)
+        emb = encoder.encode_items(texts, max_tokens, show_progress=len(texts) > 256)
+        return self.add_embedded(new_items, emb, source, upsert)
+
+    def render(self, new_items: pd.DataFrame, source: str = "new items", upsert: bool = False) -> list[str]:
+        """The texts the encoder reads for ``new_items`` (checked as :meth:`add` checks them; nothing changes)."""
+        return item_texts(self._rows(new_items, source, upsert), self.template)
+
+    def add_embedded(self, new_items: pd.DataFrame, emb: np.ndarray, source: str = "new items",
+                     upsert: bool = False, persist: bool = True) -> np.ndarray:
+        """:meth:`add` with vectors already encoded (``emb`` row ``i`` = ``new_items`` row ``i``); with
+        ``persist=False`` only memory changes (the service persists its own change log instead)."""
         rows = self._rows(new_items, source, upsert)
         ids = rows["item"].to_numpy(dtype=np.int64)
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if emb.shape != (len(ids), self.vectors.shape[1]):
+            raise ValueError(f"{source}: {emb.shape} vectors for {len(ids)} items of dim {self.vectors.shape[1]}")
         texts = item_texts(rows, self.template)
-        emb = encoder.encode_items(texts, max_tokens, show_progress=len(texts) > 256)
         replaced = self.index.upsert(emb, ids)
-        self._persist_added(rows, emb, ids)
+        if persist:
+            self._persist_added(rows, emb, ids)
         self._apply_added(rows, emb, ids, texts)
         logger.info("%d items indexed (%d new, %d replaced) in %s", len(ids), len(ids) - replaced, replaced,
                     self.run.index)
@@ -190,7 +215,7 @@ class LiveCatalogue:
         merged = pd.concat([self.catalog[~self.catalog["item"].isin(ids)], rows], ignore_index=True)
         self.catalog = merged.sort_values("item", kind="stable").reset_index(drop=True).fillna("")
 
-    def retire(self, item_ids: Sequence[str], source: str = "items") -> np.ndarray:
+    def retire(self, item_ids: Sequence[str], source: str = "items", persist: bool = True) -> np.ndarray:
         """Remove items (external ids) from the index, persisted; they stay in the catalog for old logs.
 
         Returns:
@@ -211,7 +236,8 @@ class LiveCatalogue:
             raise ValueError(f"{source}: item ids not in the index (already retired?): "
                              f"{external[absent].tolist()[:5]}; nothing removed")
         self.index.remove(ids)
-        self.index.save(self.run.index)
-        atomic_save_npy(self.run.coldstart / "retired.npy", np.union1d(retired_items(self.run), ids))
+        if persist:
+            self.index.save(self.run.index)
+            atomic_save_npy(self.run.coldstart / "retired.npy", np.union1d(retired_items(self.run), ids))
         logger.info("retired %d items from %s", len(ids), self.run.index)
         return ids

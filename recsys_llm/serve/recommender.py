@@ -93,6 +93,7 @@ class Recommender:
         self._reranker: Reranker | None = None
         self._stored: dict[str, np.ndarray] = {}
         self._tie_ranks: dict[int, np.ndarray] = {}
+        self.text_vectors: dict[str, np.ndarray] = {}  # texts encoded ahead, in batches (the service)
 
     # ------------------------------------------------------------------------------------------------ load
     @classmethod
@@ -252,10 +253,16 @@ class Recommender:
             assert self.pool is not None
             u = encode_histories(self.pool, self.catalogue.vectors, [q.history])[0]
             if q.text:
-                u = u + self.encoder.encode_users([q.text], self.cfg.text.user_max_tokens, show_progress=False)[0]
+                u = u + self.encode_user_texts([q.text])[0]
                 u = u / np.linalg.norm(u)
             return u.astype(np.float32)
-        return self.encoder.encode_users([self.user_text(q)], self.cfg.text.user_max_tokens, show_progress=False)[0]
+        return self.encode_user_texts([self.user_text(q)])[0]
+
+    def encode_user_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``(n, d)`` user-tower vectors; texts in :attr:`text_vectors` are taken from there, not encoded again."""
+        if all(t in self.text_vectors for t in texts):
+            return np.stack([self.text_vectors[t] for t in texts])
+        return self.encoder.encode_users(list(texts), self.cfg.text.user_max_tokens, show_progress=False)
 
     def user_text(self, q: Query) -> str:
         """What the text towers read: the free text, then the history's titles, most recent first."""
@@ -324,8 +331,7 @@ class Recommender:
         ids, scores = ids[keep], scores[keep]
         why, sim = because(self.catalogue.vectors, history, ids)
         has = why >= 0
-        external = self.catalogue.catalog["item_id"].astype(str).to_numpy()
-        titles = self.catalogue.titles
+        external, titles = self.catalogue.idmap.external, self.catalogue.titles
         return pd.DataFrame({
             "rank": np.arange(1, len(ids) + 1),
             "item": ids,
@@ -372,8 +378,7 @@ class Recommender:
 
     def search(self, text: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Text-to-item: ``text`` encoded by the user tower, then searched in the index."""
-        q = self.encoder.encode_users([text], self.cfg.text.user_max_tokens, show_progress=False)
-        scores, ids = self.catalogue.index.search(q, k)
+        scores, ids = self.catalogue.index.search(self.encode_user_texts([text]), k)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
