@@ -101,24 +101,35 @@ def sweep(index: VectorIndex, queries, truth: np.ndarray, k: int = 10, values: l
         queries: ``(n, dim)`` query vectors.
         truth: exact top-``k`` ids per query (:func:`exact_neighbours`).
         values: parameter values to try (default :func:`search_param`'s list).
-        stop_at: stop after the first value whose recall reaches this.
+        stop_at: stop after the first value whose recall reaches this, then bisect between it and the value
+            before (recall grows with ``nprobe``/``ef_search``), so the smallest integer setting reaching it
+            is measured too; rows come back sorted by value, and :func:`pick` takes that smallest setting.
     """
     q = as_vectors(queries, index.dim, "queries")
     param, default = search_param(index)
     old = getattr(index, param) if param else None
-    rows = []
+    rows: list[SweepRow] = []
+
+    def measure(value: int | None) -> SweepRow:
+        _set(index, param, value)
+        ids, qps = timed_search(index, q, k, repeats)
+        rows.append(SweepRow(param, value, k, recall_at_k(ids[:, :k], truth[:, :k]), qps))
+        logger.info("%s: recall@%d %.4f, %.0f queries/s", rows[-1].setting, k, rows[-1].recall, qps)
+        return rows[-1]
+
     try:
         for value in values or default:
-            _set(index, param, value)
-            ids, qps = timed_search(index, q, k, repeats)
-            rows.append(SweepRow(param, value, k, recall_at_k(ids[:, :k], truth[:, :k]), qps))
-            logger.info("%s: recall@%d %.4f, %.0f queries/s", rows[-1].setting, k, rows[-1].recall, qps)
-            if stop_at is not None and rows[-1].recall >= stop_at:
+            if measure(value).recall >= (stop_at if stop_at is not None else np.inf):
                 break
+        if stop_at is not None and param and len(rows) > 1 and rows[-1].recall >= stop_at:
+            lo, hi = int(rows[-2].value), int(rows[-1].value)  # type: ignore[arg-type]
+            while hi - lo > 1:  # invariant: lo misses the target, hi reaches it
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if measure(mid).recall >= stop_at else (mid, hi)
     finally:
         if param and old is not None:
             _set(index, param, old)
-    return rows
+    return sorted(rows, key=lambda r: r.value or 0)
 
 
 def _check_target(target: float) -> None:
