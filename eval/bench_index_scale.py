@@ -84,7 +84,7 @@ parser.add_argument("--target", type=float, default=0.95, help="recall@k every s
 parser.add_argument("--train-per-list", type=int, default=16, help="IVF candidates: training vectors per list")
 parser.add_argument("--train-iters", type=int, default=10, help="IVF candidates: k-means iterations")
 parser.add_argument("--threads", type=int, default=2, help="FAISS OpenMP (and BLAS) threads, for every index")
-parser.add_argument("--exact-queries", type=int, default=100, help="test queries of each exact QPS pass")
+parser.add_argument("--exact-queries", type=int, default=50, help="test queries of each exact QPS pass")
 parser.add_argument("--repeats", type=int, default=2, help="best-of passes per QPS number")
 parser.add_argument("--synthetic-sigma", type=float, default=1.0, help="noise of the synthetic items")
 parser.add_argument("--real-sigma", type=float, default=1.0, help="noise of the tiled real vectors")
@@ -344,10 +344,12 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-results = [run_dataset(name) for name in datasets]
-lines = table(results)
+results: list[dict] = []
+for name in datasets:  # written after each data set, so a long run leaves what it has measured
+    results.append(run_dataset(name))
+    lines = table(results)
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    atomic_write_json(out / "results.json", {"args": vars(args), "env": env, "results": results, "table": lines})
+    plot(results, out / "recall_qps.png")
 print("\n" + "\n".join(lines), flush=True)
-(out / "results.md").write_text("\n".join(lines) + "\n")
-atomic_write_json(out / "results.json", {"args": vars(args), "env": env, "results": results, "table": lines})
-plot(results, out / "recall_qps.png")
 say(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'recall_qps.png'}")

@@ -359,10 +359,10 @@ def test_tune_picks_the_smallest_nprobe_reaching_the_target():
     assert [r.value for r in rows] == [1, 2, 4, 8, 16, 32, 64] and rows[-1].recall == pytest.approx(1.0, abs=1e-6)
     assert idx.nprobe is None or idx._ivf.nprobe == 1  # a sweep leaves the index as it was
     every = sweep(idx, q, truth, k=10, values=list(range(1, 65)))
-    smallest = next(r for r in every if r.recall >= 0.9)  # the smallest integer nprobe reaching the target
+    smallest = next(r for r in every if r.reaches(0.9))  # the smallest integer nprobe reaching the target
     best = tune(idx, q, truth, k=10, target=0.9)  # doubling, then bisection
     assert best.value == smallest.value and idx.nprobe == smallest.value and best.recall >= 0.9
-    first = next(r for r in rows if r.recall >= 0.9)
+    first = next(r for r in rows if r.reaches(0.9))
     assert best.value <= first.value and (first.value == 1 or best.value > first.value // 2)
     with pytest.raises(ValueError, match="target=1.5"):
         tune(idx, q, truth, target=1.5)

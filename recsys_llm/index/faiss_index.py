@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 FAISS_FILE = "index.faiss"
 SLOTS_FILE = "slots.npy"
 GPU_MAX_K = 2048  # faiss GPU top-k limit
+QUANTIZER_EF = 64  # HNSW coarse quantizer: efSearch = max(this, 2 nprobe)
 FORMAT = 2  # 1 (recsys-llm <= 0.1 before updates): labels were positions; such folders must be rebuilt
 
 
@@ -152,7 +153,6 @@ class FaissIndex(InProcessIndex):
 
     # --- storage -------------------------------------------------------------------------------------
     def _init_storage(self, cpu) -> None:
-
         self._ivf = _find(cpu, "IndexIVF")
         self._hnsw = _find(cpu, "IndexHNSW")
         self._refine = _find(cpu, "IndexRefine")
@@ -179,7 +179,6 @@ class FaissIndex(InProcessIndex):
         if not self.on_gpu or k > GPU_MAX_K:
             return self._cpu
         if self._gpu is None:
-
             co = faiss.GpuMultipleClonerOptions()
             co.shard, co.useFloat16 = self.shard, self.float16
             ngpu = self.num_gpus or faiss_gpus()
@@ -233,10 +232,12 @@ class FaissIndex(InProcessIndex):
             self.k_factor = int(self._refine.k_factor)
 
     def _apply_search_params(self, index, gpu: bool) -> None:
-
         space = faiss.GpuParameterSpace() if gpu else faiss.ParameterSpace()
         if self.nprobe is not None:
             space.set_index_parameter(index, "nprobe", self.nprobe)
+            quantizer = faiss.downcast_index(self._ivf.quantizer) if not gpu else None
+            if isinstance(quantizer, faiss.IndexHNSW):  # its default efSearch 16 misses near lists
+                quantizer.hnsw.efSearch = max(QUANTIZER_EF, 2 * self.nprobe)
         if self.ef_search is not None and not gpu:
             space.set_index_parameter(index, "efSearch", self.ef_search)
         if self.k_factor is not None and not gpu:
@@ -291,7 +292,6 @@ class FaissIndex(InProcessIndex):
         self._gpu = None
 
     def _remove(self, ids: np.ndarray) -> None:
-
         if self.tombstones:
             self._slots[np.isin(self._slots, ids)] = -1
         else:
@@ -359,11 +359,9 @@ class FaissIndex(InProcessIndex):
     # --- persistence ---------------------------------------------------------------------------------
     def serialized_bytes(self) -> int:
         """Size of the FAISS index as saved (bytes), id map included."""
-
         return int(faiss.serialize_index(self._cpu).nbytes) + 8 * self.ntotal
 
     def _write(self, folder: Path) -> None:
-
         faiss.write_index(self._cpu, str(folder / FAISS_FILE))
         self._idset.save(folder)
         if self.tombstones:
