@@ -10,8 +10,8 @@ import logging
 import numpy as np
 import pytest
 
-from recsys_llm.index.base import IndexMismatchError
 from recsys_llm.config import IndexConfig
+from recsys_llm.index.base import IndexMismatchError
 from recsys_llm.index.choose import auto_factory, index_from_config, ivf_nlist
 from recsys_llm.index.convert import as_id_list, as_ids, as_vectors
 from recsys_llm.index.exact import ExactIndex
