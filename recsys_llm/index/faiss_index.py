@@ -2,18 +2,18 @@
 
 Any FAISS factory string works; the ones we document and test are ``Flat`` (exact), ``IVF{nlist},Flat``,
 ``IVF{nlist},SQ8``, ``IVF{nlist},PQ{m}`` (optionally ``OPQ{m},IVF{nlist},PQ{m}``), ``SQ8``, ``PQ{m}`` and
-``HNSW{M}``, and any of them with an exact re-ranking stage, ``IVF{nlist},SQ8,RFlat`` (FAISS
-``IndexRefineFlat``: the first stage fetches ``k_factor * k`` candidates from its compact codes, and float32
-copies of the vectors rank them exactly). :func:`recsys_llm.index.choose.auto_factory` picks one by catalog size
-and memory budget.
+``HNSW{M}``, IVF with an HNSW coarse quantizer (``IVF{nlist}_HNSW32,Flat``) and an exact re-ranking stage
+on top of any of them, e.g. ``IVF{nlist},SQ8,RFlat`` (FAISS ``IndexRefineFlat``: the first stage fetches
+``k_factor * k`` candidates from its compact codes, float32 copies of the vectors rank them exactly).
+:func:`recsys_llm.index.choose.auto_factory` picks one by catalog size and memory budget.
 
 How ids and updates work (nothing here rebuilds the index):
 
 * IVF indexes store the item ids themselves (``add_with_ids``); flat-code indexes (Flat, SQ8, PQ) are
   wrapped in ``IndexIDMap``. Both remove physically with ``remove_ids`` and an ``IDSelectorBatch`` (a hash
   lookup per stored vector, not the O(n * m) scan of ``IDSelectorArray`` that makes naive removal slow).
-* HNSW and refine indexes cannot remove. Their labels are positions, mapped to item ids here; a removed item becomes a
-  tombstone that searches skip through an ``IDSelectorBitmap`` (exactly ``k`` live results, no over-fetch),
+* HNSW and refine indexes cannot remove. Their labels are positions, mapped to item ids here; a removed
+  item becomes a tombstone that searches skip through an ``IDSelectorBitmap`` (exactly ``k`` live results, no over-fetch),
   and :meth:`FaissIndex.compact` rebuilds the graph from the live vectors once tombstones pass
   ``compact_at`` (a fraction of the live count).
 * The master copy is always on the CPU (it is what is saved). With ``use_gpu`` it is cloned to the GPU(s)
@@ -22,8 +22,8 @@ How ids and updates work (nothing here rebuilds the index):
 * Trainable indexes (IVF, PQ, SQ) are trained on the first batch added (or an explicit :meth:`train`), on a
   seeded random sample of at most ``train_sample`` vectors (default: 64 per IVF list, at least 10,000).
 
-Search parameters (``nprobe`` for IVF, ``ef_search`` for HNSW, ``k_factor`` for refine) are set with :meth:`set_search_params`,
-saved in ``index.json`` and applied again on load; :func:`recsys_llm.index.tuning.tune` finds the smallest
+Search parameters (``nprobe`` for IVF, ``ef_search`` for HNSW, ``k_factor`` for refine) are set with
+:meth:`set_search_params`, saved in ``index.json`` and applied again on load; :func:`recsys_llm.index.tuning.tune` finds the smallest
 setting that reaches a target recall against exact search.
 
 Example:
@@ -58,7 +58,6 @@ FORMAT = 2  # 1 (recsys-llm <= 0.1 before updates): labels were positions; such 
 
 def faiss_gpus() -> int:
     """Number of GPUs faiss can use (0 with faiss-cpu)."""
-
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
@@ -140,7 +139,8 @@ class FaissIndex(InProcessIndex):
             raise ValueError(f"train_sample={train_sample}: must be a positive number of vectors")
         if train_iters is not None and train_iters < 1:
             raise ValueError(f"train_iters={train_iters}: must be a positive number of k-means iterations")
-        self.train_sample, self.train_iters, self.seed, self.compact_at = train_sample, train_iters, seed, compact_at
+        self.train_sample, self.train_iters = train_sample, train_iters
+        self.seed, self.compact_at = seed, compact_at
         self.float16, self.shard, self.num_gpus = bool(float16), bool(shard), num_gpus
         self.use_gpu = use_gpu
         self._init_storage(cpu)
@@ -202,7 +202,7 @@ class FaissIndex(InProcessIndex):
 
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None,
                           k_factor: int | None = None) -> None:
-        """Set ``nprobe`` (IVF), ``ef_search`` (HNSW), ``k_factor`` (refine); one the index lacks is an error."""
+        """Set ``nprobe`` (IVF), ``ef_search`` (HNSW), ``k_factor`` (refine); one it lacks is an error."""
         for name, value, ok, kind in (("nprobe", nprobe, self._ivf is not None, "IVF"),
                                       ("ef_search", ef_search, self._hnsw is not None, "HNSW"),
                                       ("k_factor", k_factor, self._refine is not None, "refine (',RFlat')")):
@@ -244,8 +244,9 @@ class FaissIndex(InProcessIndex):
             self._refine.k_factor = float(self.k_factor)
 
     def params(self) -> dict[str, Any]:
-        return {"format": FORMAT, "factory": self.factory, "nlist": self.nlist, "nprobe": self.nprobe, "ef_search": self.ef_search,
-                "k_factor": self.k_factor, "train_sample": self.train_sample, "train_iters": self.train_iters, "seed": self.seed, "float16": self.float16,
+        return {"format": FORMAT, "factory": self.factory, "nlist": self.nlist, "nprobe": self.nprobe,
+                "ef_search": self.ef_search, "k_factor": self.k_factor, "train_sample": self.train_sample,
+                "train_iters": self.train_iters, "seed": self.seed, "float16": self.float16,
                 "shard": self.shard, "compact_at": self.compact_at,
                 "tombstones": int((self._slots < 0).sum()) if self.tombstones else 0}
 
@@ -313,7 +314,6 @@ class FaissIndex(InProcessIndex):
         params = None
         dead = self._slots < 0
         if dead.any():
-
             self._live_bits = np.packbits(~dead, bitorder="little")  # kept alive while faiss reads it
             params = self._tombstone_params(faiss.IDSelectorBitmap(len(dead), faiss.swig_ptr(self._live_bits)))
         scores, pos = self._cpu.search(queries, k, params=params)
@@ -369,7 +369,6 @@ class FaissIndex(InProcessIndex):
 
     @classmethod
     def _read(cls, folder: Path, info: dict, use_gpu: str = "auto", **_: Any) -> FaissIndex:
-
         p = info["params"]
         if p.get("format") != FORMAT:
             raise ValueError(f"{folder}: saved by an older recsys-llm (index format {p.get('format', 1)}, this "
@@ -377,7 +376,8 @@ class FaissIndex(InProcessIndex):
         index = cls.__new__(cls)
         VectorIndex.__init__(index, info["dim"])
         index.factory = p["factory"]
-        index.train_sample, index.train_iters, index.seed = p.get("train_sample"), p.get("train_iters"), p.get("seed", 0)
+        index.train_sample, index.train_iters = p.get("train_sample"), p.get("train_iters")
+        index.seed = p.get("seed", 0)
         index.compact_at = p.get("compact_at", 0.25)
         index.float16, index.shard, index.num_gpus = p.get("float16", False), p.get("shard", True), None
         index.use_gpu = use_gpu
@@ -391,7 +391,8 @@ class FaissIndex(InProcessIndex):
             raise ValueError(f"{folder / FAISS_FILE}: holds {cpu.ntotal} vectors of dim {cpu.d}, the id map "
                              f"{stored} of dim {index.dim}; the folder is damaged, rebuild the index")
         index.nprobe = index.ef_search = index.k_factor = None
-        index.set_search_params(nprobe=p.get("nprobe"), ef_search=p.get("ef_search"), k_factor=p.get("k_factor"))
+        index.set_search_params(nprobe=p.get("nprobe"), ef_search=p.get("ef_search"),
+                                k_factor=p.get("k_factor"))
         index._record_search_defaults()
         index.on_gpu = _want_gpu(use_gpu) and index._gpu_capable(use_gpu)
         return index
