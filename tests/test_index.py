@@ -10,8 +10,9 @@ import logging
 import numpy as np
 import pytest
 
+from recsys_llm.config import IndexConfig
 from recsys_llm.index.base import IndexMismatchError
-from recsys_llm.index.choose import auto_factory, ivf_nlist
+from recsys_llm.index.choose import auto_factory, index_from_config, ivf_nlist
 from recsys_llm.index.convert import as_id_list, as_ids, as_vectors
 from recsys_llm.index.exact import ExactIndex
 from recsys_llm.index.faiss_index import FaissIndex, faiss_gpus
@@ -256,6 +257,20 @@ class TestFaissIVFPQ(IndexContract):
         return FaissIndex(dim, factory=f"IVF4,PQ{dim // 2}x4", use_gpu="no", nprobe=4)
 
 
+class TestFaissIVFRefine(IndexContract):
+    tiny_ok = False
+
+    def make(self, dim):  # all lists, and every candidate re-ranked exactly: exact up to float error
+        return FaissIndex(dim, factory="IVF4,SQ8,RFlat", use_gpu="no", nprobe=4, k_factor=64)
+
+
+class TestFaissIVFHNSWQuantizer(IndexContract):
+    tiny_ok = False
+
+    def make(self, dim):
+        return FaissIndex(dim, factory="IVF4_HNSW8,Flat", use_gpu="no", nprobe=4)
+
+
 class TestFaissHNSW(IndexContract):
     exact = False
 
@@ -265,7 +280,8 @@ class TestFaissHNSW(IndexContract):
 
 # ------------------------------------------------------------------------------------------ FAISS types
 FACTORIES = [("Flat", None, 1.0), ("IVF32,Flat", 8, 0.9), ("IVF32,SQ8", 8, 0.85), ("IVF32,PQ8", 8, 0.5),
-             ("OPQ4,IVF32,PQ4", 8, 0.4), ("SQ8", None, 0.9), ("PQ8", None, 0.5), ("HNSW16", None, 0.9)]
+             ("OPQ4,IVF32,PQ4", 8, 0.4), ("SQ8", None, 0.9), ("PQ8", None, 0.5), ("HNSW16", None, 0.9),
+             ("IVF32,SQ8,RFlat", 8, 0.85), ("IVF32_HNSW16,Flat", 8, 0.9)]
 
 
 @pytest.mark.parametrize(("factory", "nprobe", "floor"), FACTORIES, ids=[f[0] for f in FACTORIES])
@@ -274,7 +290,7 @@ def test_every_documented_type_builds_updates_and_round_trips(factory, nprobe, f
     x = _clustered(rng, 3000, 32)
     ids = np.arange(10, 3010, dtype=np.int64)
     q = _clustered(np.random.default_rng(4), 50, 32)
-    idx = FaissIndex(32, factory, use_gpu="no", nprobe=nprobe, ef_search=128 if "HNSW" in factory else None)
+    idx = FaissIndex(32, factory, use_gpu="no", nprobe=nprobe, ef_search=128 if factory.startswith("HNSW") else None)
     idx.add(x, ids)
     idx.remove(ids[:100])
     idx.upsert(x[100:150], ids[100:150] + 10_000)  # same vectors under new ids
@@ -342,10 +358,12 @@ def test_tune_picks_the_smallest_nprobe_reaching_the_target():
     rows = sweep(idx, q, truth, k=10)
     assert [r.value for r in rows] == [1, 2, 4, 8, 16, 32, 64] and rows[-1].recall == pytest.approx(1.0, abs=1e-6)
     assert idx.nprobe is None or idx._ivf.nprobe == 1  # a sweep leaves the index as it was
-    best = tune(idx, q, truth, k=10, target=0.9)
-    first = next(r for r in rows if r.recall >= 0.9)
-    assert best.value == first.value and idx.nprobe == first.value and best.recall >= 0.9
-    assert all(r.recall < 0.9 for r in rows if r.value < first.value)
+    every = sweep(idx, q, truth, k=10, values=list(range(1, 65)))
+    smallest = next(r for r in every if r.reaches(0.9))  # the smallest integer nprobe reaching the target
+    best = tune(idx, q, truth, k=10, target=0.9)  # doubling, then bisection
+    assert best.value == smallest.value and idx.nprobe == smallest.value and best.recall >= 0.9
+    first = next(r for r in rows if r.reaches(0.9))
+    assert best.value <= first.value and (first.value == 1 or best.value > first.value // 2)
     with pytest.raises(ValueError, match="target=1.5"):
         tune(idx, q, truth, target=1.5)
     pq = FaissIndex(16, "IVF16,PQ4x4", use_gpu="no")
@@ -407,28 +425,75 @@ def test_auto_factory_by_size_and_budget():
     gib = 2**30
     assert auto_factory(9_742, 384).factory == "Flat"
     assert auto_factory(50_000, 384).factory == "Flat"
-    assert ivf_nlist(1_000_000) == 1024 and ivf_nlist(100) == 16
-    assert auto_factory(1_000_000, 384, memory_budget=8 * gib).factory == "IVF1024,Flat"
+    assert ivf_nlist(1_000_000) == 4096 and ivf_nlist(60_000) == 1024 and ivf_nlist(10) == 16
+    c = auto_factory(1_000_000, 384, memory_budget=8 * gib)
+    assert c.factory == "IVF4096_HNSW32,Flat" and c.train_sample == 16 * 4096 and c.train_iters == 10
+    assert auto_factory(60_000, 384).factory == "IVF1024,Flat"  # below 2048 lists: brute-force quantizer
     c = auto_factory(10_000_000, 384, memory_budget=8 * gib)  # 15.4 GB float32 > 8 GiB, 3.9 GB SQ8 fits
-    assert c.factory == "IVF4096,SQ8" and c.bytes_per_item == 392 and "8-bit" in c.reason
-    assert auto_factory(100_000_000, 384, memory_budget=16 * gib).factory == "OPQ64,IVF8192,PQ64"
-    assert auto_factory(100_000_000, 384, memory_budget=3 * gib).factory == "OPQ16,IVF8192,PQ16"
+    assert c.factory == "IVF16384_HNSW32,SQ8" and c.bytes_per_item == 392 and "8-bit" in c.reason
+    assert auto_factory(100_000_000, 384, memory_budget=16 * gib).factory == "OPQ64,IVF32768_HNSW32,PQ64"
+    assert auto_factory(100_000_000, 384, memory_budget=3 * gib).factory == "OPQ16,IVF32768_HNSW32,PQ16"
     with pytest.raises(ValueError, match="do not fit a 0.50 GiB memory budget"):
         auto_factory(100_000_000, 384, memory_budget=gib // 2)
     with pytest.raises(ValueError, match="memory_budget=0"):
         auto_factory(10, 8, memory_budget=0)
 
 
-def test_auto_choice_builds_and_reaches_recall_at_scale_of_a_test():
+def test_auto_choice_builds_and_reaches_recall_at_scale_of_a_test(tmp_path):
+    """The automatic path of `index build`: choice, sampled training, tuning; the loaded index serves the tuned
+    nprobe and meets the target on queries it was not tuned on."""
     rng = np.random.default_rng(11)
     x = _clustered(rng, 60_000, 16, centres=500)
-    choice = auto_factory(len(x), 16)
-    assert choice.factory == "IVF256,Flat"
-    idx = FaissIndex(16, choice.factory, use_gpu="no")
+    idx, reason = index_from_config(IndexConfig(use_gpu="no"), 16, len(x))
+    assert idx.factory == "IVF1024,Flat" and "16,384 sampled vectors" in reason
+    assert idx.params()["train_sample"] == 16_384 and idx.params()["train_iters"] == 10
     idx.add(x, np.arange(len(x)))
-    q = _clustered(np.random.default_rng(12), 100, 16, centres=500)
+    q = _clustered(np.random.default_rng(12), 300, 16, centres=500)
     truth = exact_neighbours(x, np.arange(len(x)), q, 10)
-    assert tune(idx, q, truth, k=10, target=0.95).recall >= 0.95
+    row = tune(idx, q[:150], truth[:150], k=10, target=0.95)
+    assert row.recall >= 0.95 and 1 < row.value < idx.nlist
+    idx.save(tmp_path / "auto")
+    again = load_index(tmp_path / "auto", use_gpu="no")
+    assert again.nprobe == row.value and again._ivf.nprobe == row.value
+    assert json.loads((tmp_path / "auto" / "index.json").read_text())["params"]["nprobe"] == row.value
+    assert recall_at_k(again.search(q[150:], 10)[1], truth[150:]) >= 0.93  # held-out queries
+
+
+def test_refine_k_factor_round_trips_and_tombstones(tmp_path):
+    rng = np.random.default_rng(13)
+    x = _clustered(rng, 4000, 32, centres=100)
+    q = _clustered(np.random.default_rng(14), 60, 32, centres=100)
+    ids = np.arange(500, 4500, dtype=np.int64)
+    idx = FaissIndex(32, "IVF32,SQ8,RFlat", use_gpu="no", k_factor=3)
+    idx.add(x, ids)
+    assert idx.tombstones and idx.k_factor == 3 and idx._refine.k_factor == 3
+    truth = exact_neighbours(x, ids, q, 10)
+    row = tune(idx, q, truth, k=10, target=0.95)
+    assert row.param == "nprobe" and row.recall >= 0.95
+    idx.remove(ids[:300])  # tombstones, skipped inside the first stage: still k live results
+    got = idx.search(q, 10)[1]
+    assert not np.isin(got, ids[:300]).any() and (got >= 0).all()
+    idx.save(tmp_path / "r")
+    again = load_index(tmp_path / "r", use_gpu="no")
+    assert (again.nprobe, again.k_factor, again._refine.k_factor) == (row.value, 3, 3)
+    np.testing.assert_array_equal(again.search(q, 10)[1], got)
+    again.remove(ids[300:1500])  # past compact_at: rebuilt, settings kept
+    assert again.params()["tombstones"] == 0 and (again.nprobe, again.k_factor) == (row.value, 3)
+    live = exact_neighbours(x[1500:], ids[1500:], q, 10)
+    assert recall_at_k(again.search(q, 10)[1], live) >= 0.9
+
+
+def test_bad_tuning_and_refine_arguments_are_clear():
+    with pytest.raises(ValueError, match="k_factor does not apply to FAISS 'IVF16,Flat'.*RFlat"):
+        FaissIndex(16, "IVF16,Flat", use_gpu="no", k_factor=4)
+    with pytest.raises(ValueError, match="k_factor=0: must be a positive integer"):
+        FaissIndex(16, "IVF16,SQ8,RFlat", use_gpu="no", k_factor=0)
+    with pytest.raises(ValueError, match="train_iters=0"):
+        FaissIndex(16, "IVF16,Flat", use_gpu="no", train_iters=0)
+    with pytest.raises(ValueError, match="index.k_factor"):
+        IndexConfig(k_factor=-1).validate()
+    with pytest.raises(ValueError, match="n_items=-1"):
+        auto_factory(-1, 16)
 
 
 # ------------------------------------------------------------------------------------------ boundary

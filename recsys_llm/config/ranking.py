@@ -26,6 +26,9 @@ class IndexConfig(Section):
         "Memory the index may use, for factory=auto (0 = half of this machine's RAM)."))
     nprobe: int = field(default=0, metadata=meta("IVF lists searched per query (0 = tuned at build time)."))
     ef_search: int = field(default=0, metadata=meta("HNSW search depth (0 = tuned at build time)."))
+    k_factor: int = field(default=0, metadata=meta(
+        "Refine indexes (factory ending in ,RFlat): candidates re-ranked with exact scores, as a multiple of "
+        "K (0 = FAISS's 1)."))
     target_recall: float = field(default=0.95, metadata=meta(
         "Approximate indexes: at build time the smallest nprobe/ef_search whose recall@K against exact search "
         "reaches this is chosen (K = the retrieval depth), measured on a sample of user embeddings."))
@@ -47,7 +50,7 @@ class IndexConfig(Section):
 
     def validate(self) -> None:
         _check(bool(self.factory.strip()), "index", "factory", self.factory, "a FAISS factory string or auto")
-        for name in ("memory_budget_gb", "nprobe", "ef_search", "train_sample", "num_gpus"):
+        for name in ("memory_budget_gb", "nprobe", "ef_search", "k_factor", "train_sample", "num_gpus"):
             _check(getattr(self, name) >= 0, "index", name, getattr(self, name), "must be >= 0 (0 = default)")
         _check(0 < self.target_recall <= 1, "index", "target_recall", self.target_recall, "a recall in (0, 1]")
         _check(self.tune_queries >= 1, "index", "tune_queries", self.tune_queries, "must be >= 1")

@@ -2,31 +2,42 @@
 
 The rule, in order (``n`` items of dimension ``d``; the budget defaults to half of this machine's RAM):
 
-==============================================  =============================  ===========================
-condition                                        factory                        bytes per item (d=384)
-==============================================  =============================  ===========================
-``n <= 50,000``                                  ``Flat`` (exact)               ``4d + 8`` = 1,544
-``n * (4d + 8) <= budget``                       ``IVF{nlist},Flat``            ``4d + 8`` = 1,544
-``n * (d + 8) <= budget``                        ``IVF{nlist},SQ8``             ``d + 8`` = 392
-largest ``m`` in 64, 48, 32, 16, 8 dividing d,   ``OPQ{m},IVF{nlist},PQ{m}``    ``m + 8`` = 72 (m = 64)
+==============================================  ====================================  ======================
+condition                                        factory (n = 1M, d = 384)              bytes per item (d=384)
+==============================================  ====================================  ======================
+``n <= 50,000``                                  ``Flat`` (exact)                       ``4d + 8`` = 1,544
+``n * (4d + 8) <= budget``                       ``IVF4096_HNSW32,Flat``                ``4d + 8`` = 1,544
+``n * (d + 8) <= budget``                        ``IVF4096_HNSW32,SQ8``                 ``d + 8`` = 392
+largest ``m`` in 64, 48, 32, 16, 8 dividing d,   ``OPQ{m},IVF{nlist},PQ{m}``            ``m + 8`` = 72 (m = 64)
 with ``n * (m + 8) <= budget``
 otherwise                                        error: raise the budget or use Milvus
-==============================================  =============================  ===========================
+==============================================  ====================================  ======================
 
-``nlist`` is the power of two nearest ``sqrt(n)`` (at least 16): about ``sqrt(n)`` items per list, so
-k-means training (on 64 vectors per list) stays minutes, not hours, on a CPU. Exact search below 50,000
-items costs one ``(queries, 50k x d)`` GEMM, which is fast enough that an approximate index would only add
-error. HNSW is never chosen automatically: its graph takes long to build on a CPU, it cannot run on a GPU
-and cannot delete items (we keep tombstones); pass ``HNSW32`` explicitly for read-mostly catalogs where
-its latency matters. After building, tune ``nprobe`` with :func:`recsys_llm.index.tuning.tune`.
+``nlist`` is the power of two nearest ``4 sqrt(n)`` (at least 16; :func:`ivf_nlist`): ~250 items per list at
+1M. More, smaller lists than the textbook ``sqrt(n)`` make each probe cheaper, and the tuned ``nprobe`` grows
+less than the list count shrinks: at 1M x 384 (``eval/bench_index_scale.py``) IVF4096 reaches recall@10 0.95
+at about twice the queries/s of IVF1024. From ``nlist >= 2048`` the coarse quantizer is an HNSW graph over
+the centroids (``IVF{nlist}_HNSW32``): assigning 1M items (and each query) to 4,096 centroids by brute force
+costs as much as a probe of 16 lists, the graph a fraction of that. Training runs on a seeded sample of
+``TRAIN_PER_LIST`` (16) vectors per list with ``TRAIN_ITERS`` (10) k-means iterations: centroids a little
+coarser than FAISS's 39-256 per list and 25 iterations, which the tuned ``nprobe`` absorbs, at a fraction
+of the build time (k-means costs sample x nlist x d per iteration). Exact search below 50,000 items costs
+one ``(queries, 50k x d)`` GEMM, fast enough that an approximate index would only add error.
+
+HNSW over the items is never chosen automatically: its graph takes long to build on a CPU (1M x 384: tens
+of minutes on 2 cores), it cannot run on a GPU and cannot delete items (we keep tombstones); pass ``HNSW32``
+explicitly for read-mostly catalogs where its latency matters. After building, the search setting is tuned
+to a target recall with :func:`recsys_llm.index.tuning.tune` and saved in ``index.json``.
 
 Example:
     >>> auto_factory(9_742, 384).factory
     'Flat'
     >>> auto_factory(1_000_000, 384, memory_budget=8 * 2**30).factory
-    'IVF1024,Flat'
+    'IVF4096_HNSW32,Flat'
+    >>> auto_factory(200_000, 384, memory_budget=8 * 2**30).factory
+    'IVF2048_HNSW32,Flat'
     >>> auto_factory(100_000_000, 384, memory_budget=16 * 2**30).factory
-    'OPQ64,IVF8192,PQ64'
+    'OPQ64,IVF32768_HNSW32,PQ64'
 """
 
 from __future__ import annotations
@@ -41,6 +52,10 @@ from recsys_llm.index.milvus_index import MilvusIndex
 
 EXACT_MAX_ITEMS = 50_000
 ID_BYTES = 8
+LISTS_PER_SQRT = 4
+HNSW_QUANTIZER_FROM = 2048
+TRAIN_PER_LIST = 16
+TRAIN_ITERS = 10
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,8 @@ class IndexChoice:
     factory: str
     bytes_per_item: int
     reason: str
+    train_sample: int | None = None
+    train_iters: int | None = None
 
 
 def default_memory_budget() -> int:
@@ -61,8 +78,13 @@ def default_memory_budget() -> int:
 
 
 def ivf_nlist(n_items: int) -> int:
-    """Power of two nearest sqrt(n_items), at least 16."""
-    return max(16, 2 ** round(math.log2(max(math.sqrt(max(n_items, 1)), 1))))
+    """Power of two nearest ``LISTS_PER_SQRT * sqrt(n_items)``, at least 16."""
+    return max(16, 2 ** round(math.log2(max(LISTS_PER_SQRT * math.sqrt(max(n_items, 1)), 1))))
+
+
+def ivf_spec(nlist: int) -> str:
+    """``IVF{nlist}``, with an HNSW coarse quantizer from ``HNSW_QUANTIZER_FROM`` lists."""
+    return f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_FROM else f"IVF{nlist}"
 
 
 def auto_factory(n_items: int, dim: int, memory_budget: int | None = None) -> IndexChoice:
@@ -81,19 +103,21 @@ def auto_factory(n_items: int, dim: int, memory_budget: int | None = None) -> In
     if n_items <= EXACT_MAX_ITEMS:
         return IndexChoice("Flat", flat, f"{n_items:,} items <= {EXACT_MAX_ITEMS:,}: exact search is fast enough")
     nlist = ivf_nlist(n_items)
+    ivf = ivf_spec(nlist)
+    train = {"train_sample": max(10_000, TRAIN_PER_LIST * nlist), "train_iters": TRAIN_ITERS}
+    lists = f"{nlist} lists (~{n_items // nlist} items each), trained on {train['train_sample']:,} sampled vectors"
     if n_items * flat <= budget:
-        return IndexChoice(f"IVF{nlist},Flat", flat,
-                           f"full float32 vectors ({n_items * flat / 2**30:.1f} GiB) fit the {gib:.1f} GiB budget")
+        return IndexChoice(f"{ivf},Flat", flat, f"full float32 vectors ({n_items * flat / 2**30:.1f} GiB) fit "
+                           f"the {gib:.1f} GiB budget; {lists}", **train)
     sq = dim + ID_BYTES
     if n_items * sq <= budget:
-        return IndexChoice(f"IVF{nlist},SQ8", sq,
-                           f"float32 needs {n_items * flat / 2**30:.1f} GiB > {gib:.1f} GiB; 8-bit scalar "
-                           f"quantisation needs {n_items * sq / 2**30:.1f} GiB")
+        return IndexChoice(f"{ivf},SQ8", sq, f"float32 needs {n_items * flat / 2**30:.1f} GiB > {gib:.1f} GiB; "
+                           f"8-bit scalar quantisation needs {n_items * sq / 2**30:.1f} GiB; {lists}", **train)
     for m in (64, 48, 32, 16, 8):
         if dim % m == 0 and n_items * (m + ID_BYTES) <= budget:
-            return IndexChoice(f"OPQ{m},IVF{nlist},PQ{m}", m + ID_BYTES,
+            return IndexChoice(f"OPQ{m},{ivf},PQ{m}", m + ID_BYTES,
                                f"8-bit scalars need {n_items * sq / 2**30:.1f} GiB > {gib:.1f} GiB; "
-                               f"product quantisation with {m} bytes per vector fits")
+                               f"product quantisation with {m} bytes per vector fits; {lists}", **train)
     raise ValueError(f"{n_items:,} vectors of dim {dim} do not fit a {gib:.2f} GiB memory budget even with "
                      "8-byte PQ codes; raise index.memory_budget_gb, shard over GPUs, or use the Milvus backend")
 
@@ -110,13 +134,16 @@ def index_from_config(cfg, dim: int, n_items: int, milvus_uri: str = "milvus.db"
         return (MilvusIndex(dim, uri=cfg.milvus_uri or milvus_uri, collection=cfg.milvus_collection,
                             index_type=cfg.milvus_index_type, drop_existing=True),
                 f"index.backend=milvus: {cfg.milvus_index_type} at {cfg.milvus_uri or milvus_uri}")
+    train_sample, train_iters = cfg.train_sample or None, None
     if cfg.factory == "auto":
         budget = int(cfg.memory_budget_gb * 2**30) if cfg.memory_budget_gb else None
         choice = auto_factory(n_items, dim, budget)
         factory, reason = choice.factory, f"auto: {choice.factory} ({choice.reason})"
+        train_sample, train_iters = train_sample or choice.train_sample, choice.train_iters
     else:
         factory, reason = cfg.factory, f"index.factory={cfg.factory}"
     index = FaissIndex(dim, factory, use_gpu=cfg.use_gpu, nprobe=cfg.nprobe or None,
-                       ef_search=cfg.ef_search or None, train_sample=cfg.train_sample or None,
+                       ef_search=cfg.ef_search or None, train_sample=train_sample, train_iters=train_iters,
+                       k_factor=cfg.k_factor or None,
                        float16=cfg.float16, shard=cfg.shard, num_gpus=cfg.num_gpus or None)
     return index, reason
