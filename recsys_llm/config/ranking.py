@@ -212,6 +212,9 @@ class HybridConfig(Section):
     bridge_temperature: float = field(default=0.05, metadata=meta(
         "Softmax temperature over the neighbours' cosine similarities."))
     valid_users: int = field(default=0, metadata=meta("Validation users for the choices (0 = all)."))
+    search_candidates: int = field(default=200, metadata=meta(
+        "Validation search on candidate lists: the top m items of each fused part per user, exact for full "
+        "ranking by a bound (recsys_llm.hybrid.search); 0 = score every setting over the whole catalogue."))
     pooling_steps: int = field(default=400, metadata=meta("Optimizer steps of the user-pooling model."))
     pooling_batch_size: int = field(default=256, metadata=meta("(history prefix, next item) pairs per step."))
     pooling_lr: float = field(default=3e-3, metadata=meta("AdamW learning rate of the user-pooling model."))
@@ -232,7 +235,7 @@ class HybridConfig(Section):
                "bridge_weights", self.bridge_weights, "need weights in [0, 1]")
         _check(self.bridge_neighbours >= 1, "hybrid", "bridge_neighbours", self.bridge_neighbours, "must be >= 1")
         _check(self.bridge_temperature > 0, "hybrid", "bridge_temperature", self.bridge_temperature, "must be > 0")
-        for name in ("valid_users", "pooling_steps"):
+        for name in ("valid_users", "pooling_steps", "search_candidates"):
             _check(getattr(self, name) >= 0, "hybrid", name, getattr(self, name), "must be >= 0")
         for name in ("pooling_batch_size", "pooling_max_items"):
             _check(getattr(self, name) >= 1, "hybrid", name, getattr(self, name), "must be >= 1")

@@ -17,6 +17,7 @@ Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safet
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,11 @@ from recsys_llm.encoder.user_pooling import encode_histories, fit_pooling
 from recsys_llm.hybrid import (
     CollaborativeScorer,
     HybridModel,
+    best_value,
     bridge_scores,
+    candidate_set,
     fit_collaborative,
+    fused_grid,
     item_trust,
     ndcg_at,
     select_weight,
@@ -75,28 +79,50 @@ def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], wa
     return _Validation(vusers, vhist, vtg, cold_excl)
 
 
+def _grader(hc: HybridConfig, dense: np.ndarray, collab: np.ndarray, bridged: np.ndarray | None,
+            targets: list[np.ndarray], exclude: list[np.ndarray], stats: dict):
+    """``grade(trust, values, vary, bridge_weight) -> {value: mean validation NDCG@10}`` for one exclusion set:
+    on candidate lists (:mod:`recsys_llm.hybrid.search`, exact) unless ``search_candidates = 0`` or rrf."""
+    if hc.search_candidates == 0 or hc.fusion != "weighted":
+        def exhaustive(trust, values, vary, bridge_weight):
+            return select_weight(dense, collab, trust, targets, exclude, values, hc.fusion, bridged=bridged,
+                                 bridge_weight=bridge_weight, vary=vary)[1]
+        return exhaustive
+    cs = candidate_set(dense, collab, bridged, targets, exclude, hc.search_candidates)
+
+    def fast(trust, values, vary, bridge_weight):
+        values = sorted({float(v) for v in values})
+        settings = [(v, bridge_weight) if vary == "weight" else (0.0, v) for v in values]
+        before = cs.fallback, cs.pairs
+        grid = dict(zip(values, map(float, fused_grid(cs, trust, settings)), strict=True))
+        stats["pairs"] = stats.get("pairs", 0) + cs.pairs - before[1]
+        stats["rescored"] = stats.get("rescored", 0) + cs.fallback - before[0]
+        return grid
+    return fast
+
+
 def _search(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
-            neighbours, val: _Validation) -> tuple[dict, dict, dict]:
+            neighbours, val: _Validation, stats: dict) -> tuple[dict, dict, dict]:
     """Grids and best setting of one user representation: ``(warm grid, cold grid, best)``."""
     if cf is None:
         v = float(np.nanmean(ndcg_at(dense, val.targets, val.hist)))
         return ({"0.0": {"0.0": {0.0: v}}}, {},
                 {"ndcg@10": v, "halflife": 0.0, "weight": 0.0, "confidence": 0.0, "bridge": 0.0})
     no_trust = np.zeros(split.n_items, np.float32)
-    bridge_grid = sorted({float(g) for g in hc.bridge_weights})
     grids: dict = {}
     cold_grids: dict = {}
     best: dict = {}
     for hl in sorted({float(h) for h in hc.cf_halflives}):
         collab = cf.score(val.hist, halflife=hl)
         bridged = None if neighbours is None else bridge_scores(neighbours, collab)
-        g, cold = select_weight(dense, collab, no_trust, val.targets, val.cold_excl, bridge_grid, hc.fusion,
-                                bridged=bridged, vary="bridge")  # all items cold: text + bridge only
+        cold = _grader(hc, dense, collab, bridged, val.targets, val.cold_excl, stats)(
+            no_trust, hc.bridge_weights, "bridge", 0.0)  # all items cold: text + bridge only
+        g = best_value(cold)
         cold_grids[str(hl)], grids[str(hl)] = cold, {}
+        grade = _grader(hc, dense, collab, bridged, val.targets, val.hist, stats)
         for c in sorted({float(c) for c in hc.cf_confidences}):
-            trust = item_trust(cf.counts, c, split.n_items)
-            w, grid = select_weight(dense, collab, trust, val.targets, val.hist, hc.weights, hc.fusion,
-                                    bridged=bridged, bridge_weight=g)
+            grid = grade(item_trust(cf.counts, c, split.n_items), hc.weights, "weight", g)
+            w = best_value(grid)
             grids[str(hl)][str(c)] = grid
             if not best or grid[w] > best["ndcg@10"]:
                 best = {"ndcg@10": grid[w], "halflife": hl, "weight": w, "confidence": c, "bridge": g,
@@ -172,13 +198,18 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     if cf is not None and max(hc.bridge_weights) > 0:
         neighbours = text_neighbours(item_emb, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
     grids, cold_grids, best = {}, {}, {}
+    stats: dict = {"candidates": hc.search_candidates}
+    start = time.perf_counter()
     for name, u in users_by.items():
-        grids[name], cold_grids[name], best[name] = _search(hc, split, name, u @ item_emb.T, cf, neighbours, val)
+        grids[name], cold_grids[name], best[name] = _search(hc, split, name, u @ item_emb.T, cf, neighbours, val,
+                                                            stats)
+    stats["seconds"] = round(time.perf_counter() - start, 2)
     user_model = hc.user_model if hc.user_model != "auto" else better_user_model(best)
     b = best[user_model]
     info = _record(grids, cold_grids, best, len(val.users), "config" if hc.user_model != "auto" else "validation",
                    pool_info, meta)
     info["collaborative"] = cf_tuned
+    info["search"] = stats
     model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
                         neighbours if b["bridge"] > 0 else None, b["bridge"])
     model.save(ctx.run.hybrid)
