@@ -181,3 +181,53 @@ def test_bridge_lends_collaborative_signal_to_items_without_it():
     model = HybridModel(CollaborativeScorer(sp.csr_matrix(np.eye(4, dtype=np.float32)), np.array([3, 3, 0, 0]), "x"),
                         0.5, 0.0, neighbours=neighbours, bridge=0.5)
     assert model.bridge_scores(collab).shape == (1, 4)
+
+
+def _search_case(seed: int = 0, n_users: int = 300, n_items: int = 400):
+    """Raw part scores with planted targets, some users excluded from their own target, some flat users."""
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    collab = (rng.normal(size=(n_users, n_items)) ** 3).astype(np.float32)
+    collab[:10] = 1.0  # no collaborative evidence: text only
+    bridged = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    tg = [rng.choice(n_items, size=int(rng.integers(1, 4)), replace=False) for _ in range(n_users)]
+    for u, t in enumerate(tg):
+        dense[u, t] += 1.5
+        collab[u, t] += 1.0
+    excl = [np.setdiff1d(rng.choice(n_items, 30, replace=False), tg[u]) for u in range(n_users)]
+    excl[5] = np.concatenate([excl[5], tg[5][:1]])  # a target the user has seen: never a hit
+    return dense, collab, bridged, tg, excl, rng.integers(0, 100, n_items)
+
+
+@pytest.mark.parametrize("m", [3, 40, 1000])
+def test_candidate_search_equals_the_exhaustive_grid(m):
+    """The bound makes the candidate grid exact for full ranking, with few or many candidates."""
+    from recsys_llm.hybrid import candidate_set, fused_grid
+
+    dense, collab, bridged, tg, excl, counts = _search_case()
+    cs = candidate_set(dense, collab, bridged, tg, excl, m=m, chunk=128)
+    weights = [0.0, 0.3, 0.7, 1.0]
+    for c, g in [(0.0, 0.0), (10.0, 0.5)]:
+        trust = item_trust(counts, c, dense.shape[1])
+        fast = fused_grid(cs, trust, [(w, g) for w in weights], chunk=64)
+        _, grid = select_weight(dense, collab, trust, tg, excl, weights, bridged=bridged, bridge_weight=g)
+        np.testing.assert_allclose(fast, [grid[w] for w in weights], rtol=0, atol=1e-12)
+    if m == 3:
+        assert cs.fallback > 0  # three candidates per part rarely certify: the catalogue answered instead
+    cold = fused_grid(candidate_set(dense, collab, None, tg, excl, m=m), np.zeros(400, np.float32),
+                      [(0.0, 0.0), (0.0, 0.5)])
+    assert cold[0] == cold[1]  # no bridge part: the bridge weight changes nothing, as in fuse
+
+
+def test_candidate_bound_holds_for_every_item_outside_the_lists():
+    from recsys_llm.hybrid import candidate_set
+
+    dense, collab, bridged, tg, excl, _ = _search_case(1, 50, 300)
+    cs = candidate_set(dense, collab, bridged, tg, excl, m=20)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        w, g = float(rng.uniform(0, 0.6)), float(rng.uniform(0, 0.4))
+        fused = fuse(dense, collab, w, rng.uniform(0, 1, 300).astype(np.float32), bridged=bridged, bridge_weight=g)
+        for u in range(50):
+            outside = np.setdiff1d(np.arange(300), np.union1d(cs.items[u][cs.valid[u]], excl[u]))
+            assert fused[u, outside].max(initial=-np.inf) <= cs.bound[u] + 1e-4

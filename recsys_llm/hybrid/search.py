@@ -131,6 +131,9 @@ def candidate_set(dense: np.ndarray, collab: np.ndarray, bridged: np.ndarray | N
         valid[rows] = first & (cand >= 0) & np.take_along_axis(elig, safe, axis=1)
         for p, z in enumerate(zs):
             parts[p, rows] = np.take_along_axis(z, safe, axis=1)
+    keep = np.argsort(~valid, axis=1, kind="stable")[:, : max(1, int(valid.sum(axis=1).max(initial=0)))]
+    items, valid = np.take_along_axis(items, keep, axis=1), np.take_along_axis(valid, keep, axis=1)
+    parts = np.stack([np.take_along_axis(p, keep, axis=1) for p in parts])  # valid columns first, ascending ids
     tcol = np.full((n_users, width), -1, dtype=np.int64)
     for j in range(width):  # the column holding target j (one valid column at most: ids are unique there)
         match = (items == tgs[:, j : j + 1]) & valid & (tgs[:, j : j + 1] >= 0)
@@ -141,24 +144,34 @@ def candidate_set(dense: np.ndarray, collab: np.ndarray, bridged: np.ndarray | N
 
 
 def _fused(cs: CandidateSet, rows: slice, trust: np.ndarray, w: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``(settings, b, K)`` fused scores at the candidates, the float32 operations of ``fuse``; invalid: -inf."""
+    """``(settings, b, K)`` fused scores at the candidates, the float32 operations of ``fuse`` (invalid columns
+    hold any value: :func:`_ndcg_block` never counts them)."""
     t = trust[np.maximum(cs.items[rows], 0)][None]  # (1, b, K)
-    flat = cs.flat[rows][None, :, None]
-    zero = np.float32(0.0)
-    a = np.where(flat, zero, w[:, None, None] * t).astype(np.float32)
+    flat = cs.flat[rows]
+    a = w[:, None, None] * t  # (P, b, K) float32
+    if flat.any():
+        a[:, flat] = 0.0
     zd, zc = cs.parts[0, rows][None], cs.parts[1, rows][None]
     if len(cs.parts) < 3 or not g.any():
-        f = (np.float32(1.0) - a) * zd + a * zc
-    else:
-        gg = np.where(flat, zero, g[:, None, None] * (np.float32(1.0) - t)).astype(np.float32)
-        f = (np.float32(1.0) - a - gg) * zd + a * zc + gg * cs.parts[2, rows][None]
-    return np.where(cs.valid[rows][None], f, -np.inf).astype(np.float32)
+        f = (np.float32(1.0) - a) * zd
+        f += a * zc
+        return f
+    gg = g[:, None, None] * (np.float32(1.0) - t)
+    if flat.any():
+        gg[:, flat] = 0.0
+    f = (np.float32(1.0) - a - gg) * zd
+    f += a * zc
+    f += gg * cs.parts[2, rows][None]
+    return f
 
 
 def _ndcg_block(cs: CandidateSet, rows: slice, f: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per (setting, user) NDCG@k from the candidates, and which pairs the bound cannot certify."""
     items, bound = cs.items[rows], cs.bound[rows]
-    margin = np.where(np.isfinite(bound), bound + TOL * (1.0 + np.abs(bound)), -np.inf)[None]  # (1, b)
+    margin = np.full(bound.shape, -np.inf, dtype=np.float32)
+    fin = np.isfinite(bound)
+    margin[fin] = bound[fin] + TOL * (1.0 + np.abs(bound[fin]))
+    margin = margin[None]  # (1, b)
     dcg = np.zeros(f.shape[:2])
     unsure = np.zeros(f.shape[:2], dtype=bool)
     for j in range(cs.tcol.shape[1]):

@@ -6,8 +6,11 @@ training-history prefixes over the frozen fine-tuned item embeddings; (2) valida
 both ways, as text (history rendered and encoded) and pooled; (3) the collaborative model (``hybrid.cf_model``)
 is fitted on the training interactions with the setting its baseline row is tuned to (the same search, budget
 and validation users: :func:`recsys_llm.classic.from_config.fit_baseline`, recency-weighted EASE for ``ease``),
-so the hybrid starts from the tuned baseline rather than a default, and the tuned half-life joins the grid; (4) for each user representation, recency half-life, trust confidence
-and fusion weight are chosen from their grids by validation NDCG@10 (:func:`recsys_llm.hybrid.select_weight`),
+so the hybrid starts from the tuned baseline rather than a default, and the tuned half-life joins the grid; (4) for
+each user representation, recency half-life, trust confidence and fusion weight are chosen from their grids by
+validation NDCG@10, every setting scored on candidate lists with a bound that keeps it exact for full ranking
+(:mod:`recsys_llm.hybrid.search`; ``hybrid.search_candidates=0``: :func:`recsys_llm.hybrid.select_weight` over
+the whole catalogue),
 and the text-neighbour bridge on an all-items-cold version of the same users; ``hybrid.user_model=auto`` keeps
 the representation that is better over warm and cold validation together (:func:`better_user_model`).
 Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*`` and
@@ -52,7 +55,7 @@ POOLED_FILE = "user_pooled.npy"
 
 
 @dataclass
-class _Validation:
+class Validation:
     """Validation users: training histories, validation targets, and the all-items-cold exclusions."""
 
     users: np.ndarray
@@ -61,7 +64,7 @@ class _Validation:
     cold_excl: list[np.ndarray]
 
 
-def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], warm_items: np.ndarray) -> _Validation:
+def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], warm_items: np.ndarray) -> Validation:
     split = ctx.split
     vusers, tg = validation_users(split, train_hist, hc.valid_users, hc.seed)
     if len(vusers) == 0:
@@ -76,7 +79,7 @@ def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], wa
     pool_items = np.random.default_rng(hc.seed).choice(warm_items, min(n_pool, len(warm_items)), replace=False)
     cold_excl = [np.union1d(h, np.setdiff1d(np.arange(split.n_items), np.union1d(pool_items, t)))
                  for h, t in zip(vhist, vtg, strict=True)]
-    return _Validation(vusers, vhist, vtg, cold_excl)
+    return Validation(vusers, vhist, vtg, cold_excl)
 
 
 def _grader(hc: HybridConfig, dense: np.ndarray, collab: np.ndarray, bridged: np.ndarray | None,
@@ -101,9 +104,10 @@ def _grader(hc: HybridConfig, dense: np.ndarray, collab: np.ndarray, bridged: np
     return fast
 
 
-def _search(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
-            neighbours, val: _Validation, stats: dict) -> tuple[dict, dict, dict]:
-    """Grids and best setting of one user representation: ``(warm grid, cold grid, best)``."""
+def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
+                    neighbours, val: Validation, stats: dict) -> tuple[dict, dict, dict]:
+    """Grids and best setting of one user representation: ``(warm grid, cold grid, best)``; ``stats`` gathers
+    the candidate search's counts (pairs scored, pairs rescored over the whole catalogue)."""
     if cf is None:
         v = float(np.nanmean(ndcg_at(dense, val.targets, val.hist)))
         return ({"0.0": {"0.0": {0.0: v}}}, {},
@@ -201,8 +205,8 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     stats: dict = {"candidates": hc.search_candidates}
     start = time.perf_counter()
     for name, u in users_by.items():
-        grids[name], cold_grids[name], best[name] = _search(hc, split, name, u @ item_emb.T, cf, neighbours, val,
-                                                            stats)
+        grids[name], cold_grids[name], best[name] = search_settings(hc, split, name, u @ item_emb.T, cf,
+                                                                    neighbours, val, stats)
     stats["seconds"] = round(time.perf_counter() - start, 2)
     user_model = hc.user_model if hc.user_model != "auto" else better_user_model(best)
     b = best[user_model]
