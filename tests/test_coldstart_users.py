@@ -34,7 +34,7 @@ def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
     assert chosen == pytest.approx(best)  # what was kept is the best validated setting of that user model
     assert um == _better_user_model(meta["best"])  # and the user model the better over warm + cold
     cold = meta["cold_sim_ndcg@10"][meta["user_model"]][str(meta["halflife"])]
-    assert cold[str(meta["bridge"])] == pytest.approx(max(cold.values()))  # and the bridge its best
+    assert cold[f'{meta["bridge"]},{meta["lexical_weight"]}'] == pytest.approx(max(cold.values()))  # and the bridge its best
     assert meta["pooling"]["steps"] == 20 and meta["valid_users"] > 0
     for f in ("collaborative.safetensors", "user_pooling.safetensors", "user_pooling.json"):
         assert (tiny_run / "hybrid" / f).exists()

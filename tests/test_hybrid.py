@@ -15,6 +15,7 @@ from recsys_llm.hybrid import (
     fit_collaborative,
     fuse,
     item_trust,
+    ndcg_at,
     select_weight,
     zscore_rows,
 )
@@ -133,7 +134,7 @@ def test_hybrid_model_round_trip(tmp_path):
     dense = np.random.default_rng(0).normal(size=(3, 25)).astype(np.float32)
     hist = [np.array([0, 2]), np.array([1]), np.array([4, 6, 8])]
     np.testing.assert_array_equal(back.score(dense, hist), model.score(dense, hist))
-    (tmp_path / "hybrid.json").write_text((tmp_path / "hybrid.json").read_text().replace('"format": 1', '"format": 9'))
+    (tmp_path / "hybrid.json").write_text((tmp_path / "hybrid.json").read_text().replace('"format": 2', '"format": 9'))
     with pytest.raises(ValueError, match="format 9"):
         HybridModel.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="recsys-llm hybrid"):
@@ -212,6 +213,14 @@ def test_candidate_search_equals_the_exhaustive_grid(m):
         fast = fused_grid(cs, trust, [(w, g) for w in weights], chunk=64)
         _, grid = select_weight(dense, collab, trust, tg, excl, weights, bridged=bridged, bridge_weight=g)
         np.testing.assert_allclose(fast, [grid[w] for w in weights], rtol=0, atol=1e-12)
+    lexical = np.maximum(np.random.default_rng(5).normal(size=dense.shape), 0).astype(np.float32)  # BM25-like: many 0
+    cs = candidate_set(dense, collab, bridged, tg, excl, m=m, chunk=128, lexical=lexical)
+    settings = [(0.0, 0.0, 0.0), (0.0, 0.5, 0.5), (0.0, 0.0, 1.0), (0.6, 0.25, 0.5), (1.0, 0.0, 0.3)]
+    trust = item_trust(counts, 10.0, dense.shape[1])
+    fast = fused_grid(cs, trust, settings, chunk=64)
+    exact = [np.mean(ndcg_at(fuse(dense, collab, w, trust, bridged=bridged, bridge_weight=g, lexical=lexical,
+                                  lexical_weight=lw), tg, excl)) for w, g, lw in settings]
+    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-12)
     if m == 3:
         assert cs.fallback > 0  # three candidates per part rarely certify: the catalogue answered instead
     cold = fused_grid(candidate_set(dense, collab, None, tg, excl, m=m), np.zeros(400, np.float32),
@@ -231,3 +240,26 @@ def test_candidate_bound_holds_for_every_item_outside_the_lists():
         for u in range(50):
             outside = np.setdiff1d(np.arange(300), np.union1d(cs.items[u][cs.valid[u]], excl[u]))
             assert fused[u, outside].max(initial=-np.inf) <= cs.bound[u] + 1e-4
+
+
+def test_lexical_part_is_bm25_and_round_trips(tmp_path):
+    """The hybrid's BM25 matrices score as the BM25 baseline; with lexical weight 1 cold items rank by BM25."""
+    from recsys_llm.classic import BM25Recommender
+    from recsys_llm.hybrid.lexical import LexicalScorer
+
+    texts = ["Acme X100 camera", "Acme X200 camera bag", "Zeta Q7 phone", "Zeta Q7 phone case", "", "the the"]
+    lex = LexicalScorer.fit(texts, query_items=2)
+    train = pd.DataFrame({"user": [0, 1], "item": [0, 2], "timestamp": [0, 1]})
+    bm25 = BM25Recommender(query_items=2).fit(train, 3, len(texts), item_texts=texts)
+    hist = [np.array([0]), np.array([2, 1, 3]), np.array([], dtype=np.int64)]
+    np.testing.assert_allclose(lex.score(hist), bm25.score(np.arange(3), hist), atol=1e-5)
+    assert lex.score([np.array([9])], n_items=8).shape == (1, 8)  # ids beyond the fitted texts add nothing
+    cf = CollaborativeScorer(sp.csr_matrix(np.eye(6, dtype=np.float32)), np.array([5, 5, 5, 0, 0, 0]), "x")
+    model = HybridModel(cf, 0.5, 0.0, lexical=lex, lexical_weight=1.0)
+    dense = np.random.default_rng(0).normal(size=(1, 6)).astype(np.float32)
+    fused = model.score(dense, [np.array([2])])[0]
+    assert fused[3] > fused[4] and fused[3] > fused[5]  # cold items: BM25 alone, the Q7 case first
+    model.save(tmp_path)
+    back = HybridModel.load(tmp_path)
+    assert back.lexical_weight == 1.0 and back.lexical is not None
+    np.testing.assert_array_equal(back.score(dense, [np.array([2])]), model.score(dense, [np.array([2])]))

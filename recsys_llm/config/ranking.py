@@ -208,6 +208,10 @@ class HybridConfig(Section):
     bridge_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=meta(
         "Weights tried for the text-neighbour bridge on items without interactions, chosen on validation with "
         "every item treated as cold (its own column unused); [0] = off."))
+    lexical_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=meta(
+        "Weights tried for BM25 over the item texts on items without interactions (weight lex * (1 - t_i)), chosen "
+        "with the bridge on validation with every item treated as cold (bridge + lexical <= 1; lexical 1 = BM25 "
+        "alone on cold items); [0] = off."))
     bridge_neighbours: int = field(default=50, metadata=meta("Text neighbours per item in the bridge."))
     bridge_temperature: float = field(default=0.05, metadata=meta(
         "Softmax temperature over the neighbours' cosine similarities."))
@@ -233,6 +237,8 @@ class HybridConfig(Section):
                "cf_confidences", self.cf_confidences, "need values >= 0 (0 = no shrinkage)")
         _check(len(self.bridge_weights) > 0 and all(0.0 <= w <= 1.0 for w in self.bridge_weights), "hybrid",
                "bridge_weights", self.bridge_weights, "need weights in [0, 1]")
+        _check(len(self.lexical_weights) > 0 and all(0.0 <= w <= 1.0 for w in self.lexical_weights), "hybrid",
+               "lexical_weights", self.lexical_weights, "need weights in [0, 1]")
         _check(self.bridge_neighbours >= 1, "hybrid", "bridge_neighbours", self.bridge_neighbours, "must be >= 1")
         _check(self.bridge_temperature > 0, "hybrid", "bridge_temperature", self.bridge_temperature, "must be > 0")
         for name in ("valid_users", "pooling_steps", "search_candidates"):

@@ -55,7 +55,8 @@ class CandidateSet:
         bound: ``(users,)`` ``U``; ``-inf`` when every eligible item is a candidate.
         targets: ``(users, T)`` unique target ids, ``-1`` padded; tcol: their column in ``items``, ``-1`` when
             excluded or padding (never a hit); n_rel: ``(users,)`` distinct targets (the NDCG denominator).
-        full: ``(dense, collab, bridged, targets, exclude)`` for the exact fallback.
+        full: ``(dense, collab, bridged, targets, exclude, lexical)`` for the exact fallback.
+        names: which part each row of ``parts`` is (``dense``, ``collab``, then ``bridge`` / ``lexical``).
         pairs / fallback: (setting, user) pairs scored, and of those rescored over the whole catalogue.
     """
 
@@ -68,6 +69,7 @@ class CandidateSet:
     tcol: np.ndarray
     n_rel: np.ndarray
     full: tuple
+    names: tuple[str, ...] = ("dense", "collab", "bridge")
     pairs: int = 0
     fallback: int = 0
 
@@ -90,16 +92,18 @@ def _padded(targets: Sequence[np.ndarray], rows: np.ndarray, width: int) -> np.n
 
 def candidate_set(dense: np.ndarray, collab: np.ndarray, bridged: np.ndarray | None,
                   targets: Sequence[np.ndarray], exclude: Sequence[np.ndarray], m: int = 200,
-                  chunk: int = 512) -> CandidateSet:
+                  chunk: int = 512, lexical: np.ndarray | None = None) -> CandidateSet:
     """The top ``m`` eligible items of each standardised part per user, plus the targets, and the bound ``U``.
 
     Args:
-        dense / collab / bridged: ``(users, n_items)`` raw part scores (``bridged`` may be None).
+        dense / collab / bridged / lexical: ``(users, n_items)`` raw part scores (``bridged``, ``lexical``
+            may be None).
         targets: the users' held-out items; exclude: the items never ranked for them (training history).
         m: candidates per part (``>= 1``); chunk: users per working block.
     """
     n_users, n_items = dense.shape
-    raw = [dense, collab] + ([] if bridged is None else [bridged])
+    raw = [dense, collab] + [p for p in (bridged, lexical) if p is not None]
+    names = ("dense", "collab") + tuple(n for n, p in (("bridge", bridged), ("lexical", lexical)) if p is not None)
     mm = min(int(m), n_items)
     width = max([1] + [len(np.unique(t)) for t in targets])
     n_cols = len(raw) * mm + width
@@ -140,10 +144,11 @@ def candidate_set(dense: np.ndarray, collab: np.ndarray, bridged: np.ndarray | N
         tcol[:, j] = np.where(match.any(axis=1), match.argmax(axis=1), -1)
     n_rel = (tgs >= 0).sum(axis=1)
     return CandidateSet(items, valid, parts, flat, bound, tgs, tcol, n_rel,
-                        (dense, collab, bridged, targets, exclude))
+                        (dense, collab, bridged, targets, exclude, lexical), names)
 
 
-def _fused(cs: CandidateSet, rows: slice, trust: np.ndarray, w: np.ndarray, g: np.ndarray) -> np.ndarray:
+def _fused(cs: CandidateSet, rows: slice, trust: np.ndarray, w: np.ndarray, g: np.ndarray,
+           lw: np.ndarray) -> np.ndarray:
     """``(settings, b, K)`` fused scores at the candidates, the float32 operations of ``fuse`` (invalid columns
     hold any value: :func:`_ndcg_block` never counts them)."""
     t = trust[np.maximum(cs.items[rows], 0)][None]  # (1, b, K)
@@ -151,17 +156,22 @@ def _fused(cs: CandidateSet, rows: slice, trust: np.ndarray, w: np.ndarray, g: n
     a = w[:, None, None] * t  # (P, b, K) float32
     if flat.any():
         a[:, flat] = 0.0
-    zd, zc = cs.parts[0, rows][None], cs.parts[1, rows][None]
-    if len(cs.parts) < 3 or not g.any():
-        f = (np.float32(1.0) - a) * zd
-        f += a * zc
-        return f
-    gg = g[:, None, None] * (np.float32(1.0) - t)
-    if flat.any():
-        gg[:, flat] = 0.0
-    f = (np.float32(1.0) - a - gg) * zd
-    f += a * zc
-    f += gg * cs.parts[2, rows][None]
+    rest = np.float32(1.0) - a
+    terms = []
+    if "bridge" in cs.names and g.any():
+        gg = g[:, None, None] * (np.float32(1.0) - t)
+        if flat.any():
+            gg[:, flat] = 0.0
+        rest, terms = rest - gg, [*terms, (gg, cs.names.index("bridge"))]
+    if "lexical" in cs.names and lw.any():
+        ll = lw[:, None, None] * (np.float32(1.0) - t)
+        if flat.any():
+            ll[:, flat] = lw[:, None, None]
+        rest, terms = rest - ll, [*terms, (ll, cs.names.index("lexical"))]
+    f = rest * cs.parts[0, rows][None]
+    f += a * cs.parts[1, rows][None]
+    for coef, p in terms:
+        f += coef * cs.parts[p, rows][None]
     return f
 
 
@@ -190,25 +200,27 @@ def _ndcg_block(cs: CandidateSet, rows: slice, f: np.ndarray, k: int) -> tuple[n
     return dcg / np.where(idcg > 0, idcg, 1.0)[None], unsure
 
 
-def fused_grid(cs: CandidateSet, trust: np.ndarray, settings: Sequence[tuple[float, float]], k: int = 10,
+def fused_grid(cs: CandidateSet, trust: np.ndarray, settings: Sequence[tuple[float, ...]], k: int = 10,
                chunk: int = 256) -> np.ndarray:
-    """Mean validation NDCG@k of each setting ``(w, bridge)`` with per-item ``trust``: ``(settings,)`` float64,
-    equal to ``mean(ndcg_at(fuse(dense, collab, w, trust, "weighted", bridged, bridge), targets, exclude, k))``.
+    """Mean validation NDCG@k of each setting ``(w, bridge[, lexical])`` with per-item ``trust``: ``(settings,)``
+    float64, equal to ``mean(ndcg_at(fuse(dense, collab, w, trust, "weighted", bridged, bridge, lexical_scores,
+    lexical), targets, exclude, k))``.
     """
     trust = np.asarray(trust, dtype=np.float32)
-    w = np.array([s[0] for s in settings], dtype=np.float32)
-    g = np.array([s[1] for s in settings], dtype=np.float32)
+    settings = [(float(s[0]), float(s[1]), float(s[2]) if len(s) > 2 else 0.0) for s in settings]
+    w, g, lw = (np.array([s[j] for s in settings], dtype=np.float32) for j in range(3))
     n_users = len(cs.items)
     out = np.zeros((len(settings), n_users))
     unsure = np.zeros((len(settings), n_users), dtype=bool)
     for lo in range(0, n_users, chunk):
         rows = slice(lo, min(n_users, lo + chunk))
-        out[:, rows], unsure[:, rows] = _ndcg_block(cs, rows, _fused(cs, rows, trust, w, g), k)
-    dense, collab, bridged, targets, exclude = cs.full
+        out[:, rows], unsure[:, rows] = _ndcg_block(cs, rows, _fused(cs, rows, trust, w, g, lw), k)
+    dense, collab, bridged, targets, exclude, lexical = cs.full
     for p in np.flatnonzero(unsure.any(axis=1)):  # the pairs the bound cannot certify: the whole catalogue
         rows = np.flatnonzero(unsure[p])
-        fused = fuse(dense[rows], collab[rows], float(settings[p][0]), trust, "weighted",
-                     None if bridged is None else bridged[rows], float(settings[p][1]))
+        fused = fuse(dense[rows], collab[rows], settings[p][0], trust, "weighted",
+                     None if bridged is None else bridged[rows], settings[p][1],
+                     None if lexical is None else lexical[rows], settings[p][2])
         out[p, rows] = full_ranking_metrics(fused, [targets[u] for u in rows], k, seen=[exclude[u] for u in rows],
                                             metrics=("ndcg",))[f"ndcg@{k}"]
     cs.pairs += out.size

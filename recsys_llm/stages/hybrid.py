@@ -9,7 +9,7 @@ and validation users: :func:`recsys_llm.classic.from_config.fit_baseline`, recen
 so the hybrid starts from the tuned baseline rather than a default, and the tuned half-life joins the grid; (4) for
 each user representation, recency half-life, trust confidence and fusion weight are chosen from their grids by
 validation NDCG@10, every setting scored on candidate lists with a bound that keeps it exact for full ranking
-(:mod:`recsys_llm.hybrid.search`; ``hybrid.search_candidates=0``: :func:`recsys_llm.hybrid.select_weight` over
+(:mod:`recsys_llm.hybrid.search`; ``hybrid.search_candidates=0``: :func:`recsys_llm.hybrid.fuse` over
 the whole catalogue),
 and the text-neighbour bridge on an all-items-cold version of the same users; ``hybrid.user_model=auto`` keeps
 the representation that is better over warm and cold validation together (:func:`better_user_model`).
@@ -41,9 +41,10 @@ from recsys_llm.hybrid import (
     fused_grid,
     item_trust,
     ndcg_at,
-    select_weight,
+    fuse,
     text_neighbours,
 )
+from recsys_llm.hybrid.lexical import LexicalScorer
 from recsys_llm.io_utils import atomic_save_npy, load_json
 from recsys_llm.protocol import validation_users
 from recsys_llm.run import ArtifactError, Context, timed
@@ -82,55 +83,73 @@ def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], wa
     return Validation(vusers, vhist, vtg, cold_excl)
 
 
-def _grader(hc: HybridConfig, dense: np.ndarray, collab: np.ndarray, bridged: np.ndarray | None,
-            targets: list[np.ndarray], exclude: list[np.ndarray], stats: dict):
-    """``grade(trust, values, vary, bridge_weight) -> {value: mean validation NDCG@10}`` for one exclusion set:
-    on candidate lists (:mod:`recsys_llm.hybrid.search`, exact) unless ``search_candidates = 0`` or rrf."""
+def _grader(hc: HybridConfig, dense: np.ndarray, parts: dict, targets: list[np.ndarray],
+            exclude: list[np.ndarray], stats: dict):
+    """``grade(trust, settings) -> [mean validation NDCG@10 of each (w, bridge, lexical)]`` for one exclusion set:
+    on candidate lists (:mod:`recsys_llm.hybrid.search`, exact) unless ``search_candidates = 0`` or rrf.
+    ``parts``: the ``collab``, ``bridged`` and ``lexical`` scores of the validation users (the last two may be
+    None)."""
+    collab, bridged, lexical = parts["collab"], parts["bridged"], parts["lexical"]
     if hc.search_candidates == 0 or hc.fusion != "weighted":
-        def exhaustive(trust, values, vary, bridge_weight):
-            return select_weight(dense, collab, trust, targets, exclude, values, hc.fusion, bridged=bridged,
-                                 bridge_weight=bridge_weight, vary=vary)[1]
+        def exhaustive(trust, settings):
+            return [float(np.nanmean(ndcg_at(fuse(dense, collab, w, trust, hc.fusion, bridged, g, lexical, lw),
+                                             targets, exclude))) for w, g, lw in settings]
         return exhaustive
-    cs = candidate_set(dense, collab, bridged, targets, exclude, hc.search_candidates)
+    cs = candidate_set(dense, collab, bridged, targets, exclude, hc.search_candidates, lexical=lexical)
 
-    def fast(trust, values, vary, bridge_weight):
-        values = sorted({float(v) for v in values})
-        settings = [(v, bridge_weight) if vary == "weight" else (0.0, v) for v in values]
+    def fast(trust, settings):
         before = cs.fallback, cs.pairs
-        grid = dict(zip(values, map(float, fused_grid(cs, trust, settings)), strict=True))
+        values = list(map(float, fused_grid(cs, trust, settings)))
         stats["pairs"] = stats.get("pairs", 0) + cs.pairs - before[1]
         stats["rescored"] = stats.get("rescored", 0) + cs.fallback - before[0]
-        return grid
+        return values
     return fast
 
 
+def _cold_choice(hc: HybridConfig, grade, n_items: int, parts: dict) -> tuple[dict, tuple[float, float]]:
+    """Bridge and lexical weights on the all-items-cold validation: ``({(bridge, lexical): NDCG@10}, best)``
+    (ties: the smaller total weight). ``(0, 1)``, BM25 alone on cold items, is in the grid whenever the lexical
+    part is on, so the chosen mix is never below BM25 on this validation."""
+    bridges = sorted({float(g) for g in hc.bridge_weights}) if parts["bridged"] is not None else [0.0]
+    lexicals = sorted({float(v) for v in hc.lexical_weights}) if parts["lexical"] is not None else [0.0]
+    settings = [(0.0, g, lw) for g in bridges for lw in lexicals if g + lw <= 1.0 + 1e-9]
+    values = grade(np.zeros(n_items, np.float32), settings)  # no item has evidence: text, bridge, BM25
+    cold = {(g, lw): v for (_, g, lw), v in zip(settings, values, strict=True)}
+    return cold, max(cold, key=lambda k: (cold[k], -(k[0] + k[1]), -k[1]))
+
+
 def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
-                    neighbours, val: Validation, stats: dict) -> tuple[dict, dict, dict]:
+                    neighbours, val: Validation, stats: dict, lexical: LexicalScorer | None = None
+                    ) -> tuple[dict, dict, dict]:
     """Grids and best setting of one user representation: ``(warm grid, cold grid, best)``; ``stats`` gathers
     the candidate search's counts (pairs scored, pairs rescored over the whole catalogue)."""
     if cf is None:
         v = float(np.nanmean(ndcg_at(dense, val.targets, val.hist)))
         return ({"0.0": {"0.0": {0.0: v}}}, {},
-                {"ndcg@10": v, "halflife": 0.0, "weight": 0.0, "confidence": 0.0, "bridge": 0.0})
-    no_trust = np.zeros(split.n_items, np.float32)
+                {"ndcg@10": v, "halflife": 0.0, "weight": 0.0, "confidence": 0.0, "bridge": 0.0,
+                 "lexical_weight": 0.0})
+    lex = None if lexical is None else lexical.score(val.hist, split.n_items)
     grids: dict = {}
     cold_grids: dict = {}
     best: dict = {}
     for hl in sorted({float(h) for h in hc.cf_halflives}):
         collab = cf.score(val.hist, halflife=hl)
-        bridged = None if neighbours is None else bridge_scores(neighbours, collab)
-        cold = _grader(hc, dense, collab, bridged, val.targets, val.cold_excl, stats)(
-            no_trust, hc.bridge_weights, "bridge", 0.0)  # all items cold: text + bridge only
-        g = best_value(cold)
+        parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
+                 "lexical": lex}
+        cold, (g, lw) = _cold_choice(hc, _grader(hc, dense, parts, val.targets, val.cold_excl, stats),
+                                     split.n_items, parts)
         cold_grids[str(hl)], grids[str(hl)] = cold, {}
-        grade = _grader(hc, dense, collab, bridged, val.targets, val.hist, stats)
+        grade = _grader(hc, dense, parts, val.targets, val.hist, stats)
         for c in sorted({float(c) for c in hc.cf_confidences}):
-            grid = grade(item_trust(cf.counts, c, split.n_items), hc.weights, "weight", g)
+            weights = sorted({float(w) for w in hc.weights})
+            grid = dict(zip(weights, grade(item_trust(cf.counts, c, split.n_items), [(w, g, lw) for w in weights]),
+                            strict=True))
             w = best_value(grid)
             grids[str(hl)][str(c)] = grid
             if not best or grid[w] > best["ndcg@10"]:
                 best = {"ndcg@10": grid[w], "halflife": hl, "weight": w, "confidence": c, "bridge": g,
-                        "cold_ndcg@10": cold[g], "cold_text_only": cold[min(cold)]}
+                        "lexical_weight": lw, "cold_ndcg@10": cold[(g, lw)], "cold_text_only": cold[min(cold)],
+                        "cold_bm25_only": cold.get((0.0, 1.0))}
     logger.info("hybrid validation, %s users: NDCG@10 %.4f", name, best["ndcg@10"])
     return grids, cold_grids, best
 
@@ -151,7 +170,7 @@ def _record(grids: dict, cold_grids: dict, best: dict, n_users: int, chosen_by: 
     return {"valid_users": n_users, "chosen_by": chosen_by,
             "valid_ndcg@10": {n: {hl: {c: {str(w): v for w, v in g.items()} for c, g in by_c.items()}
                                   for hl, by_c in by_hl.items()} for n, by_hl in grids.items()},
-            "cold_sim_ndcg@10": {n: {hl: {str(g): v for g, v in gr.items()} for hl, gr in by_hl.items()}
+            "cold_sim_ndcg@10": {n: {hl: {f"{g},{lw}": v for (g, lw), v in gr.items()} for hl, gr in by_hl.items()}
                                  for n, by_hl in cold_grids.items()},
             "best": best, "pooling": pool_info, "embeddings": meta["encoder"],
             "data_fingerprint": meta["data_fingerprint"]}
@@ -198,6 +217,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     cf, cf_tuned = _collaborative(cfg, split)
     if cf_tuned and "halflife" in cf_tuned["params"]:
         hc.cf_halflives = sorted({*map(float, hc.cf_halflives), float(cf_tuned["params"]["halflife"])})
+    lexical = LexicalScorer.fit(ctx.item_texts()) if cf is not None and max(hc.lexical_weights) > 0 else None
     neighbours = None
     if cf is not None and max(hc.bridge_weights) > 0:
         neighbours = text_neighbours(item_emb, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
@@ -206,7 +226,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     start = time.perf_counter()
     for name, u in users_by.items():
         grids[name], cold_grids[name], best[name] = search_settings(hc, split, name, u @ item_emb.T, cf,
-                                                                    neighbours, val, stats)
+                                                                    neighbours, val, stats, lexical)
     stats["seconds"] = round(time.perf_counter() - start, 2)
     user_model = hc.user_model if hc.user_model != "auto" else better_user_model(best)
     b = best[user_model]
@@ -215,9 +235,10 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     info["collaborative"] = cf_tuned
     info["search"] = stats
     model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
-                        neighbours if b["bridge"] > 0 else None, b["bridge"])
+                        neighbours if b["bridge"] > 0 else None, b["bridge"],
+                        lexical if b["lexical_weight"] > 0 else None, b["lexical_weight"])
     model.save(ctx.run.hybrid)
-    logger.info("hybrid: %s users, %s weight %.2f, half-life %g, confidence %g, bridge %.2f (validation NDCG@10 "
-                "%.4f)", user_model, hc.cf_model, b["weight"], b["halflife"], b["confidence"], b["bridge"],
-                b["ndcg@10"])
+    logger.info("hybrid: %s users, %s weight %.2f, half-life %g, confidence %g, bridge %.2f, lexical %.2f "
+                "(validation NDCG@10 %.4f)", user_model, hc.cf_model, b["weight"], b["halflife"], b["confidence"],
+                b["bridge"], b["lexical_weight"], b["ndcg@10"])
     return load_json(ctx.run.hybrid / "hybrid.json")
