@@ -265,7 +265,7 @@ def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray
     """
     if dense.shape != collab.shape or trust.shape != (dense.shape[1],):
         raise ValueError(f"dense {dense.shape}, collaborative {collab.shape} and trust {trust.shape} disagree")
-    if not (0.0 <= weight <= 1.0 and 0.0 <= bridge_weight and 0.0 <= lexical_weight
+    if not (0.0 <= weight <= 1.0 and bridge_weight >= 0.0 and lexical_weight >= 0.0
             and bridge_weight + lexical_weight <= 1.0 + 1e-9):
         raise ValueError(f"fusion weights must be in [0, 1] (bridge + lexical <= 1); got weight={weight}, "
                          f"bridge_weight={bridge_weight}, lexical_weight={lexical_weight}")

@@ -38,10 +38,10 @@ from recsys_llm.hybrid import (
     bridge_scores,
     candidate_set,
     fit_collaborative,
+    fuse,
     fused_grid,
     item_trust,
     ndcg_at,
-    fuse,
     text_neighbours,
 )
 from recsys_llm.hybrid.lexical import LexicalScorer
