@@ -212,6 +212,11 @@ class HybridConfig(Section):
         "Weights tried for BM25 over the item texts on items without interactions (weight lex * (1 - t_i)), chosen "
         "with the bridge on validation with every item treated as cold (bridge + lexical <= 1; lexical 1 = BM25 "
         "alone on cold items); [0] = off."))
+    fewshot_reveal: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20], metadata=meta(
+        "Trust confidence also validated on pseudo-cold items: each validation item keeps only its first r "
+        "training interactions (r drawn from this list), the collaborative part is refitted, and the item is ranked "
+        "among the pseudo-cold items; the confidence is chosen by warm + pseudo-cold validation together "
+        "(recsys_llm.hybrid.evidence). [] = warm validation only."))
     bridge_neighbours: int = field(default=50, metadata=meta("Text neighbours per item in the bridge."))
     bridge_temperature: float = field(default=0.05, metadata=meta(
         "Softmax temperature over the neighbours' cosine similarities."))
@@ -239,6 +244,8 @@ class HybridConfig(Section):
                "bridge_weights", self.bridge_weights, "need weights in [0, 1]")
         _check(len(self.lexical_weights) > 0 and all(0.0 <= w <= 1.0 for w in self.lexical_weights), "hybrid",
                "lexical_weights", self.lexical_weights, "need weights in [0, 1]")
+        _check(all(r >= 1 for r in self.fewshot_reveal), "hybrid", "fewshot_reveal", self.fewshot_reveal,
+               "need counts >= 1")
         _check(self.bridge_neighbours >= 1, "hybrid", "bridge_neighbours", self.bridge_neighbours, "must be >= 1")
         _check(self.bridge_temperature > 0, "hybrid", "bridge_temperature", self.bridge_temperature, "must be > 0")
         for name in ("valid_users", "pooling_steps", "search_candidates"):

@@ -44,6 +44,7 @@ from recsys_llm.hybrid import (
     ndcg_at,
     text_neighbours,
 )
+from recsys_llm.hybrid.evidence import choose_confidence, hide_beyond, pseudo_cold_exclusions
 from recsys_llm.hybrid.lexical import LexicalScorer
 from recsys_llm.io_utils import atomic_save_npy, load_json
 from recsys_llm.protocol import validation_users
@@ -119,8 +120,8 @@ def _cold_choice(hc: HybridConfig, grade, n_items: int, parts: dict) -> tuple[di
 
 
 def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
-                    neighbours, val: Validation, stats: dict, lexical: LexicalScorer | None = None
-                    ) -> tuple[dict, dict, dict]:
+                    neighbours, val: Validation, stats: dict, lexical: LexicalScorer | None = None,
+                    evidence: Evidence | None = None) -> tuple[dict, dict, dict]:
     """Grids and best setting of one user representation: ``(warm grid, cold grid, best)``; ``stats`` gathers
     the candidate search's counts (pairs scored, pairs rescored over the whole catalogue)."""
     if cf is None:
@@ -150,6 +151,8 @@ def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray
                 best = {"ndcg@10": grid[w], "halflife": hl, "weight": w, "confidence": c, "bridge": g,
                         "lexical_weight": lw, "cold_ndcg@10": cold[(g, lw)], "cold_text_only": cold[min(cold)],
                         "cold_bm25_only": cold.get((0.0, 1.0))}
+    if evidence is not None:  # the confidence also by how well items with few interactions are ranked
+        best = _evidence_choice(hc, split, dense, grids, best, evidence, val, neighbours, lexical, stats)
     logger.info("hybrid validation, %s users: NDCG@10 %.4f", name, best["ndcg@10"])
     return grids, cold_grids, best
 
@@ -180,16 +183,63 @@ CF_BASELINE = {"ease": "ease_recency", "itemknn": "itemknn"}
 """The baseline row whose tuned setting the hybrid's collaborative part takes."""
 
 
-def _collaborative(cfg: PipelineConfig, split: Split) -> tuple[CollaborativeScorer | None, dict | None]:
-    """The collaborative part, fitted with its baseline's tuned setting: ``(scorer, search record)``."""
+def _collaborative(cfg: PipelineConfig, split: Split) -> tuple[CollaborativeScorer | None, dict | None, object]:
+    """The collaborative part, fitted with its baseline's tuned setting: ``(scorer, search record, model)``."""
     name = cfg.hybrid.cf_model
     if name == "none":
-        return None, None
+        return None, None, None
     result = fit_baseline(CF_BASELINE[name], split, cfg.eval)
     logger.info("hybrid collaborative part: %s %s", CF_BASELINE[name], result.note() or "defaults")
     cf = fit_collaborative(name, split.train, split.n_users, split.n_items, fitted=result.model)
     return cf, {"baseline": CF_BASELINE[name], "params": result.params, "valid_ndcg@10": result.valid_ndcg,
-                "note": result.note()}
+                "note": result.note()}, result.model
+
+
+@dataclass
+class Evidence:
+    """The pseudo-cold validation of the trust confidence (:mod:`recsys_llm.hybrid.evidence`): the
+    collaborative part refitted with the validation items cut to a few interactions, the users' histories
+    without the hidden ones, and the exclusions that rank among the pseudo-cold items."""
+
+    cf: CollaborativeScorer
+    hist: list[np.ndarray]
+    exclude: list[np.ndarray]
+    reveal: dict[int, int]
+
+
+def _evidence(hc: HybridConfig, split: Split, val: Validation, cf: CollaborativeScorer | None,
+              model) -> Evidence | None:
+    """Cut every validation item to its first ``r`` training interactions and refit the collaborative part
+    with its tuned setting (None when ``hybrid.fewshot_reveal`` is empty or there is no collaborative part)."""
+    if cf is None or not hc.fewshot_reveal:
+        return None
+    pseudo = np.unique(np.concatenate(val.targets))
+    train_r, reveal = hide_beyond(split.train, pseudo, hc.fewshot_reveal, hc.seed)
+    refit = model.with_params().fit(train_r, split.n_users, split.n_items)
+    cf_r = fit_collaborative(cf.name, train_r, split.n_users, split.n_items, fitted=refit)
+    hist_r = histories(train_r, split.n_users)
+    return Evidence(cf_r, [hist_r[u] for u in val.users], pseudo_cold_exclusions(val.hist, pseudo, split.n_items),
+                    reveal)
+
+
+def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: dict, best: dict, ev: Evidence,
+                     val: Validation, neighbours, lexical: LexicalScorer | None, stats: dict) -> dict:
+    """The confidence (and its best weight) by warm + pseudo-cold validation together (module doc)."""
+    hl, by_c = best["halflife"], grids[str(best["halflife"])]
+    collab = ev.cf.score(ev.hist, halflife=hl)
+    parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
+             "lexical": None if lexical is None else lexical.score(ev.hist, split.n_items)}
+    grade = _grader(hc, dense, parts, val.targets, ev.exclude, stats)
+    few, warm = {}, {}
+    for c_key, grid in by_c.items():
+        w = best_value(grid)
+        warm[float(c_key)] = grid[w]
+        few[float(c_key)] = grade(item_trust(ev.cf.counts, float(c_key), split.n_items),
+                                  [(w, best["bridge"], best["lexical_weight"])])[0]
+    c = choose_confidence(warm, few)
+    w = best_value(by_c[str(c)])
+    return {**best, "ndcg@10": warm[c], "weight": w, "confidence": c, "fewshot_ndcg@10": few[c],
+            "fewshot_by_confidence": {str(k): v for k, v in few.items()}}
 
 
 @timed("hybrid")
@@ -214,7 +264,8 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     vtexts = [history_text(h, ctx.titles, cfg.text.user_max_items) for h in val.hist]
     users_by = {"text": encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False),
                 "pooling": encode_histories(pool, item_emb, val.hist)}
-    cf, cf_tuned = _collaborative(cfg, split)
+    cf, cf_tuned, cf_fitted = _collaborative(cfg, split)
+    ev = _evidence(hc, split, val, cf, cf_fitted)
     if cf_tuned and "halflife" in cf_tuned["params"]:
         hc.cf_halflives = sorted({*map(float, hc.cf_halflives), float(cf_tuned["params"]["halflife"])})
     lexical = LexicalScorer.fit(ctx.item_texts()) if cf is not None and max(hc.lexical_weights) > 0 else None
@@ -226,7 +277,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     start = time.perf_counter()
     for name, u in users_by.items():
         grids[name], cold_grids[name], best[name] = search_settings(hc, split, name, u @ item_emb.T, cf,
-                                                                    neighbours, val, stats, lexical)
+                                                                    neighbours, val, stats, lexical, ev)
     stats["seconds"] = round(time.perf_counter() - start, 2)
     user_model = hc.user_model if hc.user_model != "auto" else better_user_model(best)
     b = best[user_model]
