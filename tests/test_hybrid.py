@@ -263,3 +263,36 @@ def test_lexical_part_is_bm25_and_round_trips(tmp_path):
     back = HybridModel.load(tmp_path)
     assert back.lexical_weight == 1.0 and back.lexical is not None
     np.testing.assert_array_equal(back.score(dense, [np.array([2])]), model.score(dense, [np.array([2])]))
+
+
+def test_pseudo_cold_items_keep_their_first_interactions_only():
+    from recsys_llm.hybrid.evidence import choose_confidence, hide_beyond, pseudo_cold_exclusions
+
+    train = pd.DataFrame({"user": [0, 1, 2, 3, 0, 1, 2], "item": [5, 5, 5, 5, 6, 6, 7],
+                          "timestamp": [40, 10, 30, 20, 1, 2, 3]})
+    cut, reveal = hide_beyond(train, np.array([5, 6]), reveal=(2,), seed=0)
+    assert reveal == {5: 2, 6: 2}
+    assert sorted(cut[cut["item"] == 5]["user"]) == [1, 3]  # the two earliest (t = 10, 20)
+    assert len(cut[cut["item"] == 6]) == 2 and len(cut[cut["item"] == 7]) == 1  # item 7 stays warm
+    ex = pseudo_cold_exclusions([np.array([5]), np.array([], dtype=np.int64)], np.array([5, 6]), 8)
+    assert ex[0].tolist() == [0, 1, 2, 3, 4, 5, 7] and ex[1].tolist() == [0, 1, 2, 3, 4, 7]
+    # warm validation barely moves with c; items with few interactions want it small
+    assert choose_confidence({0.0: 0.100, 50.0: 0.101}, {0.0: 0.30, 50.0: 0.15}) == 0.0
+    assert choose_confidence({0.0: 0.05, 50.0: 0.10}, {0.0: 0.30, 50.0: 0.29}) == 50.0
+
+
+def test_trust_lets_an_item_with_evidence_follow_the_collaborative_part():
+    """Cold candidates with n interactions each: with a small confidence the hybrid's order approaches the
+    collaborative order as n grows (the item-side few-shot curve), with a large one it stays with text."""
+    rng = np.random.default_rng(0)
+    dense, collab = rng.normal(size=(50, 40)).astype(np.float32), rng.normal(size=(50, 40)).astype(np.float32)
+    target = np.argmax(collab, axis=1)  # the collaborative part knows the answer, text does not
+    tg, excl = [np.array([t]) for t in target], [np.array([], dtype=np.int64)] * 50
+
+    def ndcg(n, c):
+        trust = item_trust(np.full(40, n), c, 40)
+        return float(np.mean(ndcg_at(fuse(dense, collab, 0.8, trust), tg, excl)))
+
+    small = [ndcg(n, 1.0) for n in (0, 1, 3, 5, 20)]
+    assert all(b >= a - 1e-9 for a, b in zip(small, small[1:], strict=False)) and small[-1] > 0.8
+    assert ndcg(20, 200.0) < 0.5  # a large confidence keeps an item with 20 interactions on its text
