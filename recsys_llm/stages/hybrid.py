@@ -202,9 +202,14 @@ class Evidence:
     without the hidden ones, and the exclusions that rank among the pseudo-cold items."""
 
     cf: CollaborativeScorer
+    rows: np.ndarray
     hist: list[np.ndarray]
     exclude: list[np.ndarray]
     reveal: dict[int, int]
+
+
+EVIDENCE_USERS = 1000
+"""At most this many validation users (a seeded sample) rank among the pseudo-cold items."""
 
 
 def _evidence(hc: HybridConfig, split: Split, val: Validation, cf: CollaborativeScorer | None,
@@ -213,13 +218,15 @@ def _evidence(hc: HybridConfig, split: Split, val: Validation, cf: Collaborative
     with its tuned setting (None when ``hybrid.fewshot_reveal`` is empty or there is no collaborative part)."""
     if cf is None or not hc.fewshot_reveal:
         return None
-    pseudo = np.unique(np.concatenate(val.targets))
+    rng = np.random.default_rng(hc.seed)
+    rows = np.sort(rng.choice(len(val.users), min(len(val.users), EVIDENCE_USERS), replace=False))
+    pseudo = np.unique(np.concatenate([val.targets[r] for r in rows]))
     train_r, reveal = hide_beyond(split.train, pseudo, hc.fewshot_reveal, hc.seed)
     refit = model.with_params().fit(train_r, split.n_users, split.n_items)
     cf_r = fit_collaborative(cf.name, train_r, split.n_users, split.n_items, fitted=refit)
     hist_r = histories(train_r, split.n_users)
-    return Evidence(cf_r, [hist_r[u] for u in val.users], pseudo_cold_exclusions(val.hist, pseudo, split.n_items),
-                    reveal)
+    return Evidence(cf_r, rows, [hist_r[val.users[r]] for r in rows],
+                    pseudo_cold_exclusions([val.hist[r] for r in rows], pseudo, split.n_items), reveal)
 
 
 def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: dict, best: dict, ev: Evidence,
@@ -229,7 +236,7 @@ def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: d
     collab = ev.cf.score(ev.hist, halflife=hl)
     parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
              "lexical": None if lexical is None else lexical.score(ev.hist, split.n_items)}
-    grade = _grader(hc, dense, parts, val.targets, ev.exclude, stats)
+    grade = _grader(hc, dense[ev.rows], parts, [val.targets[r] for r in ev.rows], ev.exclude, stats)
     few, warm = {}, {}
     for c_key, grid in by_c.items():
         w = best_value(grid)
