@@ -15,6 +15,7 @@ from recsys_llm.hybrid import (
     fit_collaborative,
     fuse,
     item_trust,
+    ndcg_at,
     select_weight,
     zscore_rows,
 )
@@ -133,7 +134,7 @@ def test_hybrid_model_round_trip(tmp_path):
     dense = np.random.default_rng(0).normal(size=(3, 25)).astype(np.float32)
     hist = [np.array([0, 2]), np.array([1]), np.array([4, 6, 8])]
     np.testing.assert_array_equal(back.score(dense, hist), model.score(dense, hist))
-    (tmp_path / "hybrid.json").write_text((tmp_path / "hybrid.json").read_text().replace('"format": 1', '"format": 9'))
+    (tmp_path / "hybrid.json").write_text((tmp_path / "hybrid.json").read_text().replace('"format": 2', '"format": 9'))
     with pytest.raises(ValueError, match="format 9"):
         HybridModel.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="recsys-llm hybrid"):
@@ -181,3 +182,117 @@ def test_bridge_lends_collaborative_signal_to_items_without_it():
     model = HybridModel(CollaborativeScorer(sp.csr_matrix(np.eye(4, dtype=np.float32)), np.array([3, 3, 0, 0]), "x"),
                         0.5, 0.0, neighbours=neighbours, bridge=0.5)
     assert model.bridge_scores(collab).shape == (1, 4)
+
+
+def _search_case(seed: int = 0, n_users: int = 300, n_items: int = 400):
+    """Raw part scores with planted targets, some users excluded from their own target, some flat users."""
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    collab = (rng.normal(size=(n_users, n_items)) ** 3).astype(np.float32)
+    collab[:10] = 1.0  # no collaborative evidence: text only
+    bridged = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    tg = [rng.choice(n_items, size=int(rng.integers(1, 4)), replace=False) for _ in range(n_users)]
+    for u, t in enumerate(tg):
+        dense[u, t] += 1.5
+        collab[u, t] += 1.0
+    excl = [np.setdiff1d(rng.choice(n_items, 30, replace=False), tg[u]) for u in range(n_users)]
+    excl[5] = np.concatenate([excl[5], tg[5][:1]])  # a target the user has seen: never a hit
+    return dense, collab, bridged, tg, excl, rng.integers(0, 100, n_items)
+
+
+@pytest.mark.parametrize("m", [3, 40, 1000])
+def test_candidate_search_equals_the_exhaustive_grid(m):
+    """The bound makes the candidate grid exact for full ranking, with few or many candidates."""
+    from recsys_llm.hybrid import candidate_set, fused_grid
+
+    dense, collab, bridged, tg, excl, counts = _search_case()
+    cs = candidate_set(dense, collab, bridged, tg, excl, m=m, chunk=128)
+    weights = [0.0, 0.3, 0.7, 1.0]
+    for c, g in [(0.0, 0.0), (10.0, 0.5)]:
+        trust = item_trust(counts, c, dense.shape[1])
+        fast = fused_grid(cs, trust, [(w, g) for w in weights], chunk=64)
+        _, grid = select_weight(dense, collab, trust, tg, excl, weights, bridged=bridged, bridge_weight=g)
+        np.testing.assert_allclose(fast, [grid[w] for w in weights], rtol=0, atol=1e-12)
+    lexical = np.maximum(np.random.default_rng(5).normal(size=dense.shape), 0).astype(np.float32)  # BM25-like: many 0
+    cs = candidate_set(dense, collab, bridged, tg, excl, m=m, chunk=128, lexical=lexical)
+    settings = [(0.0, 0.0, 0.0), (0.0, 0.5, 0.5), (0.0, 0.0, 1.0), (0.6, 0.25, 0.5), (1.0, 0.0, 0.3)]
+    trust = item_trust(counts, 10.0, dense.shape[1])
+    fast = fused_grid(cs, trust, settings, chunk=64)
+    exact = [np.mean(ndcg_at(fuse(dense, collab, w, trust, bridged=bridged, bridge_weight=g, lexical=lexical,
+                                  lexical_weight=lw), tg, excl)) for w, g, lw in settings]
+    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-12)
+    if m == 3:
+        assert cs.fallback > 0  # three candidates per part rarely certify: the catalogue answered instead
+    cold = fused_grid(candidate_set(dense, collab, None, tg, excl, m=m), np.zeros(400, np.float32),
+                      [(0.0, 0.0), (0.0, 0.5)])
+    assert cold[0] == cold[1]  # no bridge part: the bridge weight changes nothing, as in fuse
+
+
+def test_candidate_bound_holds_for_every_item_outside_the_lists():
+    from recsys_llm.hybrid import candidate_set
+
+    dense, collab, bridged, tg, excl, _ = _search_case(1, 50, 300)
+    cs = candidate_set(dense, collab, bridged, tg, excl, m=20)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        w, g = float(rng.uniform(0, 0.6)), float(rng.uniform(0, 0.4))
+        fused = fuse(dense, collab, w, rng.uniform(0, 1, 300).astype(np.float32), bridged=bridged, bridge_weight=g)
+        for u in range(50):
+            outside = np.setdiff1d(np.arange(300), np.union1d(cs.items[u][cs.valid[u]], excl[u]))
+            assert fused[u, outside].max(initial=-np.inf) <= cs.bound[u] + 1e-4
+
+
+def test_lexical_part_is_bm25_and_round_trips(tmp_path):
+    """The hybrid's BM25 matrices score as the BM25 baseline; with lexical weight 1 cold items rank by BM25."""
+    from recsys_llm.classic import BM25Recommender
+    from recsys_llm.hybrid.lexical import LexicalScorer
+
+    texts = ["Acme X100 camera", "Acme X200 camera bag", "Zeta Q7 phone", "Zeta Q7 phone case", "", "the the"]
+    lex = LexicalScorer.fit(texts, query_items=2)
+    train = pd.DataFrame({"user": [0, 1], "item": [0, 2], "timestamp": [0, 1]})
+    bm25 = BM25Recommender(query_items=2).fit(train, 3, len(texts), item_texts=texts)
+    hist = [np.array([0]), np.array([2, 1, 3]), np.array([], dtype=np.int64)]
+    np.testing.assert_allclose(lex.score(hist), bm25.score(np.arange(3), hist), atol=1e-5)
+    assert lex.score([np.array([9])], n_items=8).shape == (1, 8)  # ids beyond the fitted texts add nothing
+    cf = CollaborativeScorer(sp.csr_matrix(np.eye(6, dtype=np.float32)), np.array([5, 5, 5, 0, 0, 0]), "x")
+    model = HybridModel(cf, 0.5, 0.0, lexical=lex, lexical_weight=1.0)
+    dense = np.random.default_rng(0).normal(size=(1, 6)).astype(np.float32)
+    fused = model.score(dense, [np.array([2])])[0]
+    assert fused[3] > fused[4] and fused[3] > fused[5]  # cold items: BM25 alone, the Q7 case first
+    model.save(tmp_path)
+    back = HybridModel.load(tmp_path)
+    assert back.lexical_weight == 1.0 and back.lexical is not None
+    np.testing.assert_array_equal(back.score(dense, [np.array([2])]), model.score(dense, [np.array([2])]))
+
+
+def test_pseudo_cold_items_keep_their_first_interactions_only():
+    from recsys_llm.hybrid.evidence import choose_confidence, hide_beyond, pseudo_cold_exclusions
+
+    train = pd.DataFrame({"user": [0, 1, 2, 3, 0, 1, 2], "item": [5, 5, 5, 5, 6, 6, 7],
+                          "timestamp": [40, 10, 30, 20, 1, 2, 3]})
+    cut, reveal = hide_beyond(train, np.array([5, 6]), reveal=(2,), seed=0)
+    assert reveal == {5: 2, 6: 2}
+    assert sorted(cut[cut["item"] == 5]["user"]) == [1, 3]  # the two earliest (t = 10, 20)
+    assert len(cut[cut["item"] == 6]) == 2 and len(cut[cut["item"] == 7]) == 1  # item 7 stays warm
+    ex = pseudo_cold_exclusions([np.array([5]), np.array([], dtype=np.int64)], np.array([5, 6]), 8)
+    assert ex[0].tolist() == [0, 1, 2, 3, 4, 5, 7] and ex[1].tolist() == [0, 1, 2, 3, 4, 7]
+    # warm validation barely moves with c; items with few interactions want it small
+    assert choose_confidence({0.0: 0.100, 50.0: 0.101}, {0.0: 0.30, 50.0: 0.15}) == 0.0
+    assert choose_confidence({0.0: 0.05, 50.0: 0.10}, {0.0: 0.30, 50.0: 0.29}) == 50.0
+
+
+def test_trust_lets_an_item_with_evidence_follow_the_collaborative_part():
+    """Cold candidates with n interactions each: with a small confidence the hybrid's order approaches the
+    collaborative order as n grows (the item-side few-shot curve), with a large one it stays with text."""
+    rng = np.random.default_rng(0)
+    dense, collab = rng.normal(size=(50, 40)).astype(np.float32), rng.normal(size=(50, 40)).astype(np.float32)
+    target = np.argmax(collab, axis=1)  # the collaborative part knows the answer, text does not
+    tg, excl = [np.array([t]) for t in target], [np.array([], dtype=np.int64)] * 50
+
+    def ndcg(n, c):
+        trust = item_trust(np.full(40, n), c, 40)
+        return float(np.mean(ndcg_at(fuse(dense, collab, 0.8, trust), tg, excl)))
+
+    small = [ndcg(n, 1.0) for n in (0, 1, 3, 5, 20)]
+    assert all(b >= a - 1e-9 for a, b in zip(small, small[1:], strict=False)) and small[-1] > 0.8
+    assert ndcg(20, 200.0) < 0.5  # a large confidence keeps an item with 20 interactions on its text

@@ -59,7 +59,8 @@ def index_stats_rows(info: dict) -> list[tuple[str, Any]]:
 
 def print_hybrid(r: dict, run_dir: str) -> None:
     print(f"hybrid: {r['user_model']} users + {r['cf_model']} (weight {r['weight']:.2f}, recency half-life "
-          f"{r['halflife']:g}, confidence {r['confidence']:g}, text-neighbour bridge {r['bridge']:.2f}, {r['fusion']}), "
+          f"{r['halflife']:g}, confidence {r['confidence']:g}, text-neighbour bridge {r['bridge']:.2f}, BM25 {r.get('lexical_weight', 0.0):.2f}, "
+          f"{r['fusion']}), "
           f"chosen on {r['valid_users']} validation users -> {Path(run_dir) / 'hybrid'}")
     for name, b in r["best"].items():
         by_hl = r["valid_ndcg@10"][name]
@@ -67,7 +68,11 @@ def print_hybrid(r: dict, run_dir: str) -> None:
         line = (f"  {name} users: validation NDCG@10 best {b['ndcg@10']:.4f}; text only {plain.get('0.0', float('nan')):.4f}"
                 f"; {r['cf_model']} only {plain.get('1.0', float('nan')):.4f}")
         if "cold_ndcg@10" in b:
-            line += f"; all items treated as cold: text {b['cold_text_only']:.4f} -> bridged {b['cold_ndcg@10']:.4f}"
+            line += f"; all items treated as cold: text {b['cold_text_only']:.4f} -> fused {b['cold_ndcg@10']:.4f}"
+            if b.get("cold_bm25_only") is not None:
+                line += f" (BM25 alone {b['cold_bm25_only']:.4f})"
+        if "fewshot_ndcg@10" in b:
+            line += f"; pseudo-cold items (first 1-20 interactions) {b['fewshot_ndcg@10']:.4f}"
         print(line)
 
 

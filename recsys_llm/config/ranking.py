@@ -211,10 +211,22 @@ class HybridConfig(Section):
     bridge_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=meta(
         "Weights tried for the text-neighbour bridge on items without interactions, chosen on validation with "
         "every item treated as cold (its own column unused); [0] = off."))
+    lexical_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=meta(
+        "Weights tried for BM25 over the item texts on items without interactions (weight lex * (1 - t_i)), chosen "
+        "with the bridge on validation with every item treated as cold (bridge + lexical <= 1; lexical 1 = BM25 "
+        "alone on cold items); [0] = off."))
+    fewshot_reveal: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20], metadata=meta(
+        "Trust confidence also validated on pseudo-cold items: each validation item keeps only its first r "
+        "training interactions (r drawn from this list), the collaborative part is refitted, and the item is ranked "
+        "among the pseudo-cold items; the confidence is chosen by warm + pseudo-cold validation together "
+        "(recsys_llm.hybrid.evidence). [] = warm validation only."))
     bridge_neighbours: int = field(default=50, metadata=meta("Text neighbours per item in the bridge."))
     bridge_temperature: float = field(default=0.05, metadata=meta(
         "Softmax temperature over the neighbours' cosine similarities."))
     valid_users: int = field(default=0, metadata=meta("Validation users for the choices (0 = all)."))
+    search_candidates: int = field(default=200, metadata=meta(
+        "Validation search on candidate lists: the top m items of each fused part per user, exact for full "
+        "ranking by a bound (recsys_llm.hybrid.search); 0 = score every setting over the whole catalogue."))
     pooling_steps: int = field(default=400, metadata=meta("Optimizer steps of the user-pooling model."))
     pooling_batch_size: int = field(default=256, metadata=meta("(history prefix, next item) pairs per step."))
     pooling_lr: float = field(default=3e-3, metadata=meta("AdamW learning rate of the user-pooling model."))
@@ -233,9 +245,13 @@ class HybridConfig(Section):
                "cf_confidences", self.cf_confidences, "need values >= 0 (0 = no shrinkage)")
         _check(len(self.bridge_weights) > 0 and all(0.0 <= w <= 1.0 for w in self.bridge_weights), "hybrid",
                "bridge_weights", self.bridge_weights, "need weights in [0, 1]")
+        _check(len(self.lexical_weights) > 0 and all(0.0 <= w <= 1.0 for w in self.lexical_weights), "hybrid",
+               "lexical_weights", self.lexical_weights, "need weights in [0, 1]")
+        _check(all(r >= 1 for r in self.fewshot_reveal), "hybrid", "fewshot_reveal", self.fewshot_reveal,
+               "need counts >= 1")
         _check(self.bridge_neighbours >= 1, "hybrid", "bridge_neighbours", self.bridge_neighbours, "must be >= 1")
         _check(self.bridge_temperature > 0, "hybrid", "bridge_temperature", self.bridge_temperature, "must be > 0")
-        for name in ("valid_users", "pooling_steps"):
+        for name in ("valid_users", "pooling_steps", "search_candidates"):
             _check(getattr(self, name) >= 0, "hybrid", name, getattr(self, name), "must be >= 0")
         for name in ("pooling_batch_size", "pooling_max_items"):
             _check(getattr(self, name) >= 1, "hybrid", name, getattr(self, name), "must be >= 1")

@@ -49,6 +49,8 @@ class Loaded:
         interacted_only: the catalog keeps only items with interactions after every filter (review dumps,
             whose metadata lists many items nobody in the data touched); otherwise every catalog item stays.
         holdout: the data set's own split, ``user_id, valid_item_id, test_item_id`` (external ids), or None.
+        tag_rows: user tags (``item_id``, ``user_id`` external, ``tag``, ``timestamp``) behind the catalog's
+            ``tags`` column, or None: ``prepare`` rebuilds that column from the training period's rows only.
     """
 
     catalog: Catalog
@@ -56,6 +58,7 @@ class Loaded:
     sources: list[str]
     interacted_only: bool = False
     holdout: pd.DataFrame | None = field(default=None)
+    tag_rows: pd.DataFrame | None = field(default=None)
 
 
 def canonical_catalog(table: Table, problems: BadRows) -> Catalog:

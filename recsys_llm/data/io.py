@@ -129,7 +129,19 @@ def _assemble(name: str, loaded: Loaded, cfg: DataConfig, problems: BadRows) -> 
     if problems.counts:
         logger.warning("%s: dropped rows per reason: %s", name, problems.counts)
     return Dataset(name, interactions, items, users, loaded.sources, dict(problems.counts),
-                   holdout=_holdout(loaded, user_map, items))
+                   holdout=_holdout(loaded, user_map, items), tag_rows=_tag_rows(loaded, user_map, items))
+
+
+def _tag_rows(loaded: Loaded, users: IdMap, items: pd.DataFrame) -> pd.DataFrame | None:
+    """The loader's tag rows on canonical ids: rows of items the filters removed are dropped."""
+    rows = loaded.tag_rows
+    if rows is None:
+        return None
+    item = pd.Index(normalise_external(items["item_id"])).get_indexer(normalise_external(rows["item_id"]))
+    user = users.to_internal(rows["user_id"]) if (rows["user_id"] != "").any() else np.full(len(rows), -1)
+    keep = item >= 0
+    return pd.DataFrame({"item": item[keep], "user": np.asarray(user)[keep], "tag": rows["tag"].to_numpy()[keep],
+                         "timestamp": rows["timestamp"].to_numpy(np.int64)[keep]})
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:

@@ -17,6 +17,7 @@ import pandas as pd
 from recsys_llm.config import DataConfig
 from recsys_llm.data.canonical import Catalog, Loaded, canonical_catalog, item_refs, map_interactions
 from recsys_llm.data.checks import BadRows, Check, DataError, Table, as_text, require
+from recsys_llm.data.ids import normalise_external
 from recsys_llm.data.readers import find, find_optional, read_csv, read_headerless
 
 logger = logging.getLogger(__name__)
@@ -44,23 +45,46 @@ def _folder(cfg: DataConfig) -> Path:
     return folder
 
 
-def _tag_text(table: Table, catalog: Catalog, problems: BadRows) -> pd.Series:
-    """Per item: unique lower-cased stripped tags, most frequent first then alphabetical, at most MAX_TAGS."""
-    idx, checks = item_refs(table, catalog)
-    kept, keep = problems.apply(table, checks)
-    df = pd.DataFrame({"item": idx[keep], "tag": as_text(kept.frame["tag"]).str.strip().str.lower()})
+def tag_text(rows: pd.DataFrame, n_items: int) -> pd.Series:
+    """Per item (``rows``: int ``item`` position, ``tag``): unique lower-cased stripped tags, most frequent first
+    then alphabetical, at most MAX_TAGS; "" for an item without tag rows."""
+    tags = rows["tag"].astype(str).str.strip().str.lower()
+    df = pd.DataFrame({"item": rows["item"].to_numpy(np.int64), "tag": tags.to_numpy()})
     counts = df[df["tag"] != ""].groupby(["item", "tag"]).size().reset_index(name="n")
     counts = counts.sort_values(["item", "n", "tag"], ascending=[True, False, True], kind="stable")
     joined = counts.groupby("item").head(MAX_TAGS).groupby("item")["tag"].agg(", ".join)
-    out = np.full(len(catalog.items), "", dtype=object)
+    out = np.full(n_items, "", dtype=object)
     out[joined.index.to_numpy()] = joined.to_numpy()
-    logger.info("%s: tags for %d of %d items", table.file, len(joined), len(out))
     return pd.Series(out).astype(str)
 
 
-def _attach_tags(catalog: Catalog, tags: Table | None, problems: BadRows) -> None:
-    """Add the ``tags`` text column ("" everywhere when the data set has no tags file)."""
-    catalog.items["tags"] = "" if tags is None else _tag_text(tags, catalog, problems)
+def _tag_rows(table: Table, catalog: Catalog, problems: BadRows) -> pd.DataFrame:
+    """Valid tag rows: external ``item_id`` and ``user_id`` ("" when the file has none), ``tag``, ``timestamp``
+    (-1 when the file has none)."""
+    idx, checks = item_refs(table, catalog)
+    kept, keep = problems.apply(table, checks)
+    f = kept.frame
+    ts = pd.to_numeric(f["timestamp"], errors="coerce") if "timestamp" in f else pd.Series(-1, index=f.index)
+    return pd.DataFrame({
+        "item_id": catalog.items["item_id"].to_numpy()[idx[keep]],
+        "user_id": normalise_external(f["user_id"]).to_numpy() if "user_id" in f else "",
+        "tag": as_text(f["tag"]).to_numpy(),
+        "timestamp": ts.fillna(-1).to_numpy(np.int64),
+    })
+
+
+def _attach_tags(catalog: Catalog, tags: Table | None, problems: BadRows) -> pd.DataFrame | None:
+    """Add the ``tags`` text column from every tag row ("" everywhere when the data set has no tags file) and
+    return the rows: ``prepare`` rebuilds the column from the training period's rows only
+    (:func:`recsys_llm.data.splits.training_tags`)."""
+    if tags is None:
+        catalog.items["tags"] = ""
+        return None
+    rows = _tag_rows(tags, catalog, problems)
+    item = catalog.item_map.to_internal(rows["item_id"])
+    catalog.items["tags"] = tag_text(rows.assign(item=item), len(catalog.items))
+    logger.info("%s: tags for %d of %d items", tags.file, (catalog.items["tags"] != "").sum(), len(catalog.items))
+    return rows
 
 
 def _genres(s: pd.Series) -> pd.Series:
@@ -81,11 +105,12 @@ def load_ml_latest(cfg: DataConfig, problems: BadRows) -> Loaded:
     movies = require(read_csv(movies_path, problems), {"item_id": "movieId", "title": "title", "genres": "genres"})
     movies.frame["genres"] = _genres(movies.frame["genres"])
     catalog = canonical_catalog(movies, problems)
-    tags = None if tags_path is None else require(read_csv(tags_path, problems), {"item_id": "movieId", "tag": "tag"})
-    _attach_tags(catalog, tags, problems)
+    tags = None if tags_path is None else require(read_csv(tags_path, problems), {"item_id": "movieId", "tag": "tag"},
+                                                  {"user_id": "userId", "timestamp": "timestamp"})
+    tag_rows = _attach_tags(catalog, tags, problems)
     cols = {"user_id": "userId", "item_id": "movieId", "timestamp": "timestamp", "rating": "rating"}
     inter = map_interactions(require(read_csv(ratings_path, problems), cols), catalog, problems)
-    return Loaded(catalog, inter, _sources(ratings_path, movies_path, tags_path))
+    return Loaded(catalog, inter, _sources(ratings_path, movies_path, tags_path), tag_rows=tag_rows)
 
 
 def load_ml_dat(cfg: DataConfig, problems: BadRows) -> Loaded:
@@ -98,16 +123,17 @@ def load_ml_dat(cfg: DataConfig, problems: BadRows) -> Loaded:
     movies = require(movies, {"item_id": "MovieID", "title": "Title", "genres": "Genres"})
     movies.frame["genres"] = _genres(movies.frame["genres"])
     catalog = canonical_catalog(movies, problems)
+    tag_rows = None
     if cfg.dataset == "ml-10m":
         tags = None
         if tags_path is not None:
             tags = read_headerless(tags_path, "::", ["UserID", "MovieID", "Tag", "Timestamp"], problems, enc)
-            tags = require(tags, {"item_id": "MovieID", "tag": "Tag"})
-        _attach_tags(catalog, tags, problems)
+            tags = require(tags, {"item_id": "MovieID", "tag": "Tag"}, {"user_id": "UserID", "timestamp": "Timestamp"})
+        tag_rows = _attach_tags(catalog, tags, problems)
     ratings = read_headerless(ratings_path, "::", ["UserID", "MovieID", "Rating", "Timestamp"], problems, enc)
     cols = {"user_id": "UserID", "item_id": "MovieID", "rating": "Rating", "timestamp": "Timestamp"}
     inter = map_interactions(require(ratings, cols), catalog, problems)
-    return Loaded(catalog, inter, _sources(ratings_path, movies_path, tags_path))
+    return Loaded(catalog, inter, _sources(ratings_path, movies_path, tags_path), tag_rows=tag_rows)
 
 
 def _ml100k_genres(table: Table, problems: BadRows) -> Table:

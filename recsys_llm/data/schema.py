@@ -49,6 +49,9 @@ class Dataset:
     """Rows dropped, counted per reason: bad rows under ``on_bad_rows='drop'``, exact duplicates always."""
     holdout: pd.DataFrame | None = None
     """The data set's own validation and test item per user (``user_id, valid_item_id, test_item_id``)."""
+    tag_rows: pd.DataFrame | None = None
+    """User tags behind ``items["tags"]``: canonical ``item`` and ``user`` (-1: a user without interactions),
+    ``tag``, ``timestamp``; not saved (``prepare`` rebuilds the column from the training period's rows)."""
 
     @property
     def n_users(self) -> int:

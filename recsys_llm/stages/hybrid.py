@@ -6,8 +6,11 @@ training-history prefixes over the frozen fine-tuned item embeddings; (2) valida
 both ways, as text (history rendered and encoded) and pooled; (3) the collaborative model (``hybrid.cf_model``)
 is fitted on the training interactions with the setting its baseline row is tuned to (the same search, budget
 and validation users: :func:`recsys_llm.classic.from_config.fit_baseline`, recency-weighted EASE for ``ease``),
-so the hybrid starts from the tuned baseline rather than a default, and the tuned half-life joins the grid; (4) for each user representation, recency half-life, trust confidence
-and fusion weight are chosen from their grids by validation NDCG@10 (:func:`recsys_llm.hybrid.select_weight`),
+so the hybrid starts from the tuned baseline rather than a default, and the tuned half-life joins the grid; (4) for
+each user representation, recency half-life, trust confidence and fusion weight are chosen from their grids by
+validation NDCG@10, every setting scored on candidate lists with a bound that keeps it exact for full ranking
+(:mod:`recsys_llm.hybrid.search`; ``hybrid.search_candidates=0``: :func:`recsys_llm.hybrid.fuse` over
+the whole catalogue),
 and the text-neighbour bridge on an all-items-cold version of the same users; ``hybrid.user_model=auto`` keeps
 the representation that is better over warm and cold validation together (:func:`better_user_model`).
 Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*`` and
@@ -17,6 +20,7 @@ Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safet
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +34,18 @@ from recsys_llm.encoder.user_pooling import encode_histories, fit_pooling
 from recsys_llm.hybrid import (
     CollaborativeScorer,
     HybridModel,
+    best_value,
     bridge_scores,
+    candidate_set,
     fit_collaborative,
+    fuse,
+    fused_grid,
     item_trust,
     ndcg_at,
-    select_weight,
     text_neighbours,
 )
+from recsys_llm.hybrid.evidence import choose_confidence, hide_beyond, pseudo_cold_exclusions
+from recsys_llm.hybrid.lexical import LexicalScorer
 from recsys_llm.io_utils import atomic_save_npy, load_json
 from recsys_llm.protocol import validation_users
 from recsys_llm.run import ArtifactError, Context, timed
@@ -48,7 +57,7 @@ POOLED_FILE = "user_pooled.npy"
 
 
 @dataclass
-class _Validation:
+class Validation:
     """Validation users: training histories, validation targets, and the all-items-cold exclusions."""
 
     users: np.ndarray
@@ -57,7 +66,7 @@ class _Validation:
     cold_excl: list[np.ndarray]
 
 
-def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], warm_items: np.ndarray) -> _Validation:
+def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], warm_items: np.ndarray) -> Validation:
     split = ctx.split
     vusers, tg = validation_users(split, train_hist, hc.valid_users, hc.seed)
     if len(vusers) == 0:
@@ -72,35 +81,78 @@ def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], wa
     pool_items = np.random.default_rng(hc.seed).choice(warm_items, min(n_pool, len(warm_items)), replace=False)
     cold_excl = [np.union1d(h, np.setdiff1d(np.arange(split.n_items), np.union1d(pool_items, t)))
                  for h, t in zip(vhist, vtg, strict=True)]
-    return _Validation(vusers, vhist, vtg, cold_excl)
+    return Validation(vusers, vhist, vtg, cold_excl)
 
 
-def _search(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
-            neighbours, val: _Validation) -> tuple[dict, dict, dict]:
-    """Grids and best setting of one user representation: ``(warm grid, cold grid, best)``."""
+def _grader(hc: HybridConfig, dense: np.ndarray, parts: dict, targets: list[np.ndarray],
+            exclude: list[np.ndarray], stats: dict):
+    """``grade(trust, settings) -> [mean validation NDCG@10 of each (w, bridge, lexical)]`` for one exclusion set:
+    on candidate lists (:mod:`recsys_llm.hybrid.search`, exact) unless ``search_candidates = 0`` or rrf.
+    ``parts``: the ``collab``, ``bridged`` and ``lexical`` scores of the validation users (the last two may be
+    None)."""
+    collab, bridged, lexical = parts["collab"], parts["bridged"], parts["lexical"]
+    if hc.search_candidates == 0 or hc.fusion != "weighted":
+        def exhaustive(trust, settings):
+            return [float(np.nanmean(ndcg_at(fuse(dense, collab, w, trust, hc.fusion, bridged, g, lexical, lw),
+                                             targets, exclude))) for w, g, lw in settings]
+        return exhaustive
+    cs = candidate_set(dense, collab, bridged, targets, exclude, hc.search_candidates, lexical=lexical)
+
+    def fast(trust, settings):
+        before = cs.fallback, cs.pairs
+        values = list(map(float, fused_grid(cs, trust, settings)))
+        stats["pairs"] = stats.get("pairs", 0) + cs.pairs - before[1]
+        stats["rescored"] = stats.get("rescored", 0) + cs.fallback - before[0]
+        return values
+    return fast
+
+
+def _cold_choice(hc: HybridConfig, grade, n_items: int, parts: dict) -> tuple[dict, tuple[float, float]]:
+    """Bridge and lexical weights on the all-items-cold validation: ``({(bridge, lexical): NDCG@10}, best)``
+    (ties: the smaller total weight). ``(0, 1)``, BM25 alone on cold items, is in the grid whenever the lexical
+    part is on, so the chosen mix is never below BM25 on this validation."""
+    bridges = sorted({float(g) for g in hc.bridge_weights}) if parts["bridged"] is not None else [0.0]
+    lexicals = sorted({float(v) for v in hc.lexical_weights}) if parts["lexical"] is not None else [0.0]
+    settings = [(0.0, g, lw) for g in bridges for lw in lexicals if g + lw <= 1.0 + 1e-9]
+    values = grade(np.zeros(n_items, np.float32), settings)  # no item has evidence: text, bridge, BM25
+    cold = {(g, lw): v for (_, g, lw), v in zip(settings, values, strict=True)}
+    return cold, max(cold, key=lambda k: (cold[k], -(k[0] + k[1]), -k[1]))
+
+
+def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
+                    neighbours, val: Validation, stats: dict, lexical: LexicalScorer | None = None,
+                    evidence: Evidence | None = None) -> tuple[dict, dict, dict]:
+    """Grids and best setting of one user representation: ``(warm grid, cold grid, best)``; ``stats`` gathers
+    the candidate search's counts (pairs scored, pairs rescored over the whole catalogue)."""
     if cf is None:
         v = float(np.nanmean(ndcg_at(dense, val.targets, val.hist)))
         return ({"0.0": {"0.0": {0.0: v}}}, {},
-                {"ndcg@10": v, "halflife": 0.0, "weight": 0.0, "confidence": 0.0, "bridge": 0.0})
-    no_trust = np.zeros(split.n_items, np.float32)
-    bridge_grid = sorted({float(g) for g in hc.bridge_weights})
+                {"ndcg@10": v, "halflife": 0.0, "weight": 0.0, "confidence": 0.0, "bridge": 0.0,
+                 "lexical_weight": 0.0})
+    lex = None if lexical is None else lexical.score(val.hist, split.n_items)
     grids: dict = {}
     cold_grids: dict = {}
     best: dict = {}
     for hl in sorted({float(h) for h in hc.cf_halflives}):
         collab = cf.score(val.hist, halflife=hl)
-        bridged = None if neighbours is None else bridge_scores(neighbours, collab)
-        g, cold = select_weight(dense, collab, no_trust, val.targets, val.cold_excl, bridge_grid, hc.fusion,
-                                bridged=bridged, vary="bridge")  # all items cold: text + bridge only
+        parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
+                 "lexical": lex}
+        cold, (g, lw) = _cold_choice(hc, _grader(hc, dense, parts, val.targets, val.cold_excl, stats),
+                                     split.n_items, parts)
         cold_grids[str(hl)], grids[str(hl)] = cold, {}
+        grade = _grader(hc, dense, parts, val.targets, val.hist, stats)
         for c in sorted({float(c) for c in hc.cf_confidences}):
-            trust = item_trust(cf.counts, c, split.n_items)
-            w, grid = select_weight(dense, collab, trust, val.targets, val.hist, hc.weights, hc.fusion,
-                                    bridged=bridged, bridge_weight=g)
+            weights = sorted({float(w) for w in hc.weights})
+            grid = dict(zip(weights, grade(item_trust(cf.counts, c, split.n_items), [(w, g, lw) for w in weights]),
+                            strict=True))
+            w = best_value(grid)
             grids[str(hl)][str(c)] = grid
             if not best or grid[w] > best["ndcg@10"]:
                 best = {"ndcg@10": grid[w], "halflife": hl, "weight": w, "confidence": c, "bridge": g,
-                        "cold_ndcg@10": cold[g], "cold_text_only": cold[min(cold)]}
+                        "lexical_weight": lw, "cold_ndcg@10": cold[(g, lw)], "cold_text_only": cold[min(cold)],
+                        "cold_bm25_only": cold.get((0.0, 1.0))}
+    if evidence is not None:  # the confidence also by how well items with few interactions are ranked
+        best = _evidence_choice(hc, split, dense, grids, best, evidence, val, neighbours, lexical, stats)
     logger.info("hybrid validation, %s users: NDCG@10 %.4f", name, best["ndcg@10"])
     return grids, cold_grids, best
 
@@ -121,7 +173,7 @@ def _record(grids: dict, cold_grids: dict, best: dict, n_users: int, chosen_by: 
     return {"valid_users": n_users, "chosen_by": chosen_by,
             "valid_ndcg@10": {n: {hl: {c: {str(w): v for w, v in g.items()} for c, g in by_c.items()}
                                   for hl, by_c in by_hl.items()} for n, by_hl in grids.items()},
-            "cold_sim_ndcg@10": {n: {hl: {str(g): v for g, v in gr.items()} for hl, gr in by_hl.items()}
+            "cold_sim_ndcg@10": {n: {hl: {f"{g},{lw}": v for (g, lw), v in gr.items()} for hl, gr in by_hl.items()}
                                  for n, by_hl in cold_grids.items()},
             "best": best, "pooling": pool_info, "embeddings": meta["encoder"],
             "data_fingerprint": meta["data_fingerprint"]}
@@ -131,16 +183,70 @@ CF_BASELINE = {"ease": "ease_recency", "itemknn": "itemknn"}
 """The baseline row whose tuned setting the hybrid's collaborative part takes."""
 
 
-def _collaborative(cfg: PipelineConfig, split: Split) -> tuple[CollaborativeScorer | None, dict | None]:
-    """The collaborative part, fitted with its baseline's tuned setting: ``(scorer, search record)``."""
+def _collaborative(cfg: PipelineConfig, split: Split) -> tuple[CollaborativeScorer | None, dict | None, object]:
+    """The collaborative part, fitted with its baseline's tuned setting: ``(scorer, search record, model)``."""
     name = cfg.hybrid.cf_model
     if name == "none":
-        return None, None
+        return None, None, None
     result = fit_baseline(CF_BASELINE[name], split, cfg.eval)
     logger.info("hybrid collaborative part: %s %s", CF_BASELINE[name], result.note() or "defaults")
     cf = fit_collaborative(name, split.train, split.n_users, split.n_items, fitted=result.model)
     return cf, {"baseline": CF_BASELINE[name], "params": result.params, "valid_ndcg@10": result.valid_ndcg,
-                "note": result.note()}
+                "note": result.note()}, result.model
+
+
+@dataclass
+class Evidence:
+    """The pseudo-cold validation of the trust confidence (:mod:`recsys_llm.hybrid.evidence`): the
+    collaborative part refitted with the validation items cut to a few interactions, the users' histories
+    without the hidden ones, and the exclusions that rank among the pseudo-cold items."""
+
+    cf: CollaborativeScorer
+    rows: np.ndarray
+    hist: list[np.ndarray]
+    exclude: list[np.ndarray]
+    reveal: dict[int, int]
+
+
+EVIDENCE_USERS = 1000
+"""At most this many validation users (a seeded sample) rank among the pseudo-cold items."""
+
+
+def _evidence(hc: HybridConfig, split: Split, val: Validation, cf: CollaborativeScorer | None,
+              model) -> Evidence | None:
+    """Cut every validation item to its first ``r`` training interactions and refit the collaborative part
+    with its tuned setting (None when ``hybrid.fewshot_reveal`` is empty or there is no collaborative part)."""
+    if cf is None or not hc.fewshot_reveal:
+        return None
+    rng = np.random.default_rng(hc.seed)
+    rows = np.sort(rng.choice(len(val.users), min(len(val.users), EVIDENCE_USERS), replace=False))
+    pseudo = np.unique(np.concatenate([val.targets[r] for r in rows]))
+    train_r, reveal = hide_beyond(split.train, pseudo, hc.fewshot_reveal, hc.seed)
+    refit = model.with_params().fit(train_r, split.n_users, split.n_items)
+    cf_r = fit_collaborative(cf.name, train_r, split.n_users, split.n_items, fitted=refit)
+    hist_r = histories(train_r, split.n_users)
+    return Evidence(cf_r, rows, [hist_r[val.users[r]] for r in rows],
+                    pseudo_cold_exclusions([val.hist[r] for r in rows], pseudo, split.n_items), reveal)
+
+
+def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: dict, best: dict, ev: Evidence,
+                     val: Validation, neighbours, lexical: LexicalScorer | None, stats: dict) -> dict:
+    """The confidence (and its best weight) by warm + pseudo-cold validation together (module doc)."""
+    hl, by_c = best["halflife"], grids[str(best["halflife"])]
+    collab = ev.cf.score(ev.hist, halflife=hl)
+    parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
+             "lexical": None if lexical is None else lexical.score(ev.hist, split.n_items)}
+    grade = _grader(hc, dense[ev.rows], parts, [val.targets[r] for r in ev.rows], ev.exclude, stats)
+    few, warm = {}, {}
+    for c_key, grid in by_c.items():
+        w = best_value(grid)
+        warm[float(c_key)] = grid[w]
+        few[float(c_key)] = grade(item_trust(ev.cf.counts, float(c_key), split.n_items),
+                                  [(w, best["bridge"], best["lexical_weight"])])[0]
+    c = choose_confidence(warm, few)
+    w = best_value(by_c[str(c)])
+    return {**best, "ndcg@10": warm[c], "weight": w, "confidence": c, "fewshot_ndcg@10": few[c],
+            "fewshot_by_confidence": {str(k): v for k, v in few.items()}}
 
 
 @timed("hybrid")
@@ -165,24 +271,32 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     vtexts = [history_text(h, ctx.titles, cfg.text.user_max_items) for h in val.hist]
     users_by = {"text": encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False),
                 "pooling": encode_histories(pool, item_emb, val.hist)}
-    cf, cf_tuned = _collaborative(cfg, split)
+    cf, cf_tuned, cf_fitted = _collaborative(cfg, split)
+    ev = _evidence(hc, split, val, cf, cf_fitted)
     if cf_tuned and "halflife" in cf_tuned["params"]:
         hc.cf_halflives = sorted({*map(float, hc.cf_halflives), float(cf_tuned["params"]["halflife"])})
+    lexical = LexicalScorer.fit(ctx.item_texts()) if cf is not None and max(hc.lexical_weights) > 0 else None
     neighbours = None
     if cf is not None and max(hc.bridge_weights) > 0:
         neighbours = text_neighbours(item_emb, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
     grids, cold_grids, best = {}, {}, {}
+    stats: dict = {"candidates": hc.search_candidates}
+    start = time.perf_counter()
     for name, u in users_by.items():
-        grids[name], cold_grids[name], best[name] = _search(hc, split, name, u @ item_emb.T, cf, neighbours, val)
+        grids[name], cold_grids[name], best[name] = search_settings(hc, split, name, u @ item_emb.T, cf,
+                                                                    neighbours, val, stats, lexical, ev)
+    stats["seconds"] = round(time.perf_counter() - start, 2)
     user_model = hc.user_model if hc.user_model != "auto" else better_user_model(best)
     b = best[user_model]
     info = _record(grids, cold_grids, best, len(val.users), "config" if hc.user_model != "auto" else "validation",
                    pool_info, meta)
     info["collaborative"] = cf_tuned
+    info["search"] = stats
     model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
-                        neighbours if b["bridge"] > 0 else None, b["bridge"])
+                        neighbours if b["bridge"] > 0 else None, b["bridge"],
+                        lexical if b["lexical_weight"] > 0 else None, b["lexical_weight"])
     model.save(ctx.run.hybrid)
-    logger.info("hybrid: %s users, %s weight %.2f, half-life %g, confidence %g, bridge %.2f (validation NDCG@10 "
-                "%.4f)", user_model, hc.cf_model, b["weight"], b["halflife"], b["confidence"], b["bridge"],
-                b["ndcg@10"])
+    logger.info("hybrid: %s users, %s weight %.2f, half-life %g, confidence %g, bridge %.2f, lexical %.2f "
+                "(validation NDCG@10 %.4f)", user_model, hc.cf_model, b["weight"], b["halflife"], b["confidence"],
+                b["bridge"], b["lexical_weight"], b["ndcg@10"])
     return load_json(ctx.run.hybrid / "hybrid.json")

@@ -13,6 +13,7 @@ from recsys_llm import lineage
 from recsys_llm.config import PipelineConfig
 from recsys_llm.data.io import load_dataset
 from recsys_llm.data.splits import make_split
+from recsys_llm.data.tags import training_tags
 from recsys_llm.run import Context, RunDir, record_time, write_jsonl
 from recsys_llm.text.templates import pick_item_template
 
@@ -23,6 +24,8 @@ def prepare(cfg: PipelineConfig, run_dir: str | Path) -> Context:
     run = RunDir(Path(run_dir))
     ds = load_dataset(cfg.data)
     split = make_split(ds, cfg.split)
+    if ds.tag_rows is not None:  # tags from the training period only: no test-period or cold-item tags
+        ds.items["tags"] = training_tags(ds, split)
     cfg = cfg.override({"text.item_template": pick_item_template(ds.items.columns, cfg.text.item_template,
                                                                  ds.name, require_columns=False)})
     ctx = Context(run, cfg, ds, split)

@@ -6,8 +6,8 @@ collaborative scores ``c`` (``x_u @ S``, ``x_u`` the user's history, optionally 
 item-item matrix from EASE or ItemKNN fitted on the training interactions)::
 
     t_i = n_i / (n_i + confidence)                       (t_i = 1 for n_i > 0 when confidence = 0)
-    a_i = w * t_i   (own collaborative evidence),   g_i = bridge * (1 - t_i)   (borrowed through text)
-    weighted:  score_i = (1 - a_i - g_i) z(d)_i + a_i z(c)_i + g_i z(b)_i
+    a_i = w t_i (own evidence),  g_i = bridge (1 - t_i) (borrowed through text),  l_i = lex (1 - t_i) (BM25)
+    weighted:  score_i = (1 - a_i - g_i - l_i) z(d)_i + a_i z(c)_i + g_i z(b)_i + l_i z(l)_i
     rrf:       the same weights on reciprocal ranks 1 / (60 + rank)
     b = z(c) @ N^T,  N[i, j] = softmax_j(cos(e_i, e_j) / temperature) over the k nearest items j != i with n_j > 0
 
@@ -48,11 +48,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from safetensors import safe_open
-from safetensors.numpy import save_file
 
 from recsys_llm.classic import EASE, ItemKNN, query_matrix
-from recsys_llm.io_utils import atomic_path, atomic_write_json, load_json
+from recsys_llm.hybrid.lexical import LEXICAL_FILE, LexicalScorer
+from recsys_llm.hybrid.sparse import load_sparse, save_sparse
+from recsys_llm.io_utils import atomic_write_json, load_json
 from recsys_llm.ranking import full_ranking_metrics
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ logger = logging.getLogger(__name__)
 MATRIX_FILE = "collaborative.safetensors"
 NEIGHBOURS_FILE = "text_neighbours.safetensors"
 META_FILE = "hybrid.json"
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)  # format 1 (before the lexical part) loads with lexical weight 0
 RRF_K = 60.0
 CF_MODELS = ("ease", "itemknn")
 FULL_UP_TO = 4096  # catalogs up to this many items keep the whole item-item matrix (<= 16.8M entries)
@@ -129,21 +130,7 @@ class CollaborativeScorer:
         return cls(matrix, t["counts"], meta.get("name", "?"))
 
 
-def _save_sparse(path: Path, matrix: sp.csr_matrix, extra: dict[str, np.ndarray] | None = None,
-                 metadata: dict[str, str] | None = None) -> None:
-    """A CSR matrix as ``indptr``/``indices`` (int64) and ``data`` (float32) safetensors, atomically."""
-    m = matrix.tocsr()
-    tensors = {"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int64),
-               "data": m.data.astype(np.float32), **(extra or {})}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-
-
-def _load_sparse(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Every tensor of a :func:`_save_sparse` file, and its metadata."""
-    with safe_open(str(path), framework="numpy") as f:
-        names = list(f.keys())  # a safetensors handle, not a dict: keys() lists its tensors
-        return {k: f.get_tensor(k) for k in names}, f.metadata() or {}
+_save_sparse, _load_sparse = save_sparse, load_sparse
 
 
 def _prune_columns(dense_or_sparse, keep: int) -> sp.csr_matrix:
@@ -261,7 +248,8 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
 
 
 def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray,
-         fusion: str = "weighted", bridged: np.ndarray | None = None, bridge_weight: float = 0.0) -> np.ndarray:
+         fusion: str = "weighted", bridged: np.ndarray | None = None, bridge_weight: float = 0.0,
+         lexical: np.ndarray | None = None, lexical_weight: float = 0.0) -> np.ndarray:
     """Fused ``(b, n)`` scores; see the module docstring for the formulas.
 
     Args:
@@ -272,20 +260,33 @@ def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray
         fusion: ``weighted`` or ``rrf``.
         bridged: ``(b, n)`` borrowed collaborative scores ``b`` (:meth:`HybridModel.bridge_scores`), or None.
         bridge_weight: its weight ``bridge`` in ``[0, 1]`` on items without evidence of their own.
+        lexical: ``(b, n)`` BM25 scores ``l`` (:class:`~recsys_llm.hybrid.lexical.LexicalScorer`), or None.
+        lexical_weight: its weight ``lex`` on items without evidence of their own (``bridge + lex <= 1``).
     """
     if dense.shape != collab.shape or trust.shape != (dense.shape[1],):
         raise ValueError(f"dense {dense.shape}, collaborative {collab.shape} and trust {trust.shape} disagree")
-    if not (0.0 <= weight <= 1.0 and 0.0 <= bridge_weight <= 1.0):
-        raise ValueError(f"fusion weights must be in [0, 1]; got weight={weight}, bridge_weight={bridge_weight}")
+    if not (0.0 <= weight <= 1.0 and bridge_weight >= 0.0 and lexical_weight >= 0.0
+            and bridge_weight + lexical_weight <= 1.0 + 1e-9):
+        raise ValueError(f"fusion weights must be in [0, 1] (bridge + lexical <= 1); got weight={weight}, "
+                         f"bridge_weight={bridge_weight}, lexical_weight={lexical_weight}")
     if fusion not in ("weighted", "rrf"):
         raise ValueError(f"unknown fusion {fusion!r}; choose weighted or rrf")
     flat = collab.std(axis=1, keepdims=True) <= 1e-12  # (b, 1): no collaborative evidence: text only
     a = np.where(flat, 0.0, weight * trust[None, :]).astype(np.float32)  # (b, n) own evidence
     part = zscore_rows if fusion == "weighted" else (lambda x: 1.0 / (RRF_K + _ranks(x)))
-    if bridged is None or bridge_weight == 0:
-        return ((1.0 - a) * part(dense) + a * part(collab)).astype(np.float32)
-    g = np.where(flat, 0.0, bridge_weight * (1.0 - trust[None, :])).astype(np.float32)  # (b, n) borrowed
-    return ((1.0 - a - g) * part(dense) + a * part(collab) + g * part(bridged)).astype(np.float32)
+    rest = np.float32(1.0) - a
+    terms = []
+    if bridged is not None and bridge_weight > 0:
+        g = np.where(flat, 0.0, bridge_weight * (1.0 - trust[None, :])).astype(np.float32)  # (b, n) borrowed
+        rest, terms = rest - g, [*terms, (g, bridged)]
+    if lexical is not None and lexical_weight > 0:  # a user without evidence: every item is cold to them
+        lw = np.where(flat, lexical_weight, lexical_weight * (1.0 - trust[None, :])).astype(np.float32)
+        rest, terms = rest - lw, [*terms, (lw, lexical)]
+    out = rest * part(dense)
+    out += a * part(collab)
+    for coef, scores in terms:
+        out += coef * part(scores)
+    return out.astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -297,6 +298,7 @@ class HybridModel:
         weight: ``w``; confidence: the trust shrinkage; fusion: ``weighted`` / ``rrf``.
         halflife: recency weighting of the collaborative query (:meth:`CollaborativeScorer.score`).
         neighbours: the text-neighbour matrix ``N`` of the bridge; bridge: its weight (0 = off).
+        lexical: BM25 over the item texts; lexical_weight: its weight on items without evidence (0 = off).
         user_model: which user representation the dense part uses (``text`` / ``pooling``).
         info: the validation record (grids, pooling training), saved in ``hybrid.json``.
     """
@@ -310,6 +312,8 @@ class HybridModel:
     info: dict = dataclasses.field(default_factory=dict)
     neighbours: sp.csr_matrix | None = None
     bridge: float = 0.0
+    lexical: LexicalScorer | None = None
+    lexical_weight: float = 0.0
 
     def bridge_scores(self, collab: np.ndarray) -> np.ndarray | None:
         """Each item's borrowed collaborative score (:func:`bridge_scores`), None without neighbours."""
@@ -318,11 +322,15 @@ class HybridModel:
     def score(self, dense: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Fused ``(b, n)`` scores for users with ``dense`` text scores and known ``histories``."""
         dense = np.asarray(dense, dtype=np.float32)
-        if self.cf is None or (self.weight == 0.0 and self.bridge == 0.0):
+        if self.cf is None or (self.weight == 0.0 and self.bridge == 0.0 and self.lexical_weight == 0.0):
             return dense
         collab = self.cf.score(histories, n_items=dense.shape[1], halflife=self.halflife)
+        lexical = None
+        if self.lexical is not None and self.lexical_weight > 0:
+            lexical = self.lexical.score(histories, n_items=dense.shape[1])
         return fuse(dense, collab, self.weight, item_trust(self.cf.counts, self.confidence, dense.shape[1]),
-                    self.fusion, self.bridge_scores(collab) if self.bridge > 0 else None, self.bridge)
+                    self.fusion, self.bridge_scores(collab) if self.bridge > 0 else None, self.bridge,
+                    lexical, self.lexical_weight)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -331,9 +339,12 @@ class HybridModel:
         atomic_write_json(folder / META_FILE, {
             "format": FORMAT, "cf_model": self.cf.name if self.cf is not None else "none",
             "weight": self.weight, "confidence": self.confidence, "fusion": self.fusion,
-            "user_model": self.user_model, "halflife": self.halflife, "bridge": self.bridge, **self.info})
+            "user_model": self.user_model, "halflife": self.halflife, "bridge": self.bridge,
+            "lexical_weight": self.lexical_weight, **self.info})
         if self.neighbours is not None:
             _save_sparse(folder / NEIGHBOURS_FILE, self.neighbours)
+        if self.lexical is not None:
+            self.lexical.save(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> HybridModel:
@@ -342,18 +353,22 @@ class HybridModel:
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; run `recsys-llm hybrid --run-dir RUN` first")
         meta = load_json(path)
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {meta.get('format')} is not {FORMAT}; rerun `recsys-llm hybrid`")
+        if meta.get("format") not in READABLE:
+            raise ValueError(f"{path}: format {meta.get('format')} is not one of {READABLE}; rerun "
+                             "`recsys-llm hybrid`")
         cf = None if meta["cf_model"] == "none" else CollaborativeScorer.load(folder)
         info = {k: v for k, v in meta.items() if k not in
-                ("format", "cf_model", "weight", "confidence", "fusion", "user_model", "halflife", "bridge")}
+                ("format", "cf_model", "weight", "confidence", "fusion", "user_model", "halflife", "bridge",
+                 "lexical_weight")}
         neighbours = None
         if (folder / NEIGHBOURS_FILE).exists():
             t, _ = _load_sparse(folder / NEIGHBOURS_FILE)
             n = len(t["indptr"]) - 1
             neighbours = sp.csr_matrix((t["data"], t["indices"], t["indptr"]), shape=(n, n))
+        lexical = LexicalScorer.load(folder) if (folder / LEXICAL_FILE).exists() else None
         return cls(cf, float(meta["weight"]), float(meta["confidence"]), meta["fusion"], meta["user_model"],
-                   float(meta["halflife"]), info, neighbours, float(meta.get("bridge", 0.0)))
+                   float(meta["halflife"]), info, neighbours, float(meta.get("bridge", 0.0)), lexical,
+                   float(meta.get("lexical_weight", 0.0)))
 
 
 # -------------------------------------------------------------------------------------------- selection
