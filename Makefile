@@ -7,29 +7,36 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install install-dev lint clean eval-ml100k eval-ml-latest-small
+.PHONY: demo test install install-dev install-bench lint clean eval-ml100k eval-ml-latest-small
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# Stamps make re-installs happen only when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e .
+# Stamps make re-installs happen only when pyproject.toml or the lock changes. constraints.txt pins every
+# dependency to versions that work together (see its header); `make install-bench` adds the benchmark peers.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+install-bench: $(VENV)/.installed-bench
 
-# The demo evaluates a seeded sample of 300 users per slice (the reranker is the slow stage on CPU) and draws
-# the item few-shot curve at 3 points (each point refits EASE on the 9,742-item catalog, ~40 s on 2 cores);
-# `recsys-llm demo` without --set evaluates everyone at n = 0, 1, 2, 3, 5, 10, 20.
+# The demo runs every stage on the bundled ml-latest-small, 5-core (3.6k items), with the budget in
+# eval/configs/demo.json: 50 fine-tuning steps in bf16 autocast, a 30-step cross-encoder, a seeded sample of 200
+# users per slice, few-shot points 0/3/20. It prints a stage timing table at the end. `recsys-llm demo` without
+# --config runs the library defaults (every user, longer training).
 demo: $(VENV)/.installed
-	$(VENV)/bin/recsys-llm demo --run-dir runs/demo --set eval.max_users=300 --set 'hybrid.few_shot=[0,3,20]'
+	$(VENV)/bin/recsys-llm demo --run-dir runs/demo --config eval/configs/demo.json
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q

@@ -67,9 +67,12 @@ def _before(rev: str, run_dir: str, users: list[str]) -> list[float]:
                        capture_output=True)
         try:
             env = {**os.environ, "PYTHONPATH": str(tree)}
-            out = subprocess.run([sys.executable, "-c", OLD, str(Path(run_dir).resolve()), json.dumps(users)],
-                                 env=env, capture_output=True, text=True, check=True, cwd=tmp).stdout
-            return json.loads(out.strip().splitlines()[-1])
+            proc = subprocess.run([sys.executable, "-c", OLD, str(Path(run_dir).resolve()), json.dumps(users)],
+                                  env=env, capture_output=True, text=True, cwd=tmp)
+            if proc.returncode:
+                tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+                raise SystemExit(f"the code of {rev} failed on {run_dir}: {tail[0]}")
+            return json.loads(proc.stdout.strip().splitlines()[-1])
         finally:
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], capture_output=True)
 

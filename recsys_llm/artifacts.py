@@ -23,13 +23,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys_llm import lineage
 from recsys_llm.config import PipelineConfig
 from recsys_llm.encoder.model import TwoTowerEncoder
+from recsys_llm.encoder.onnx_encoder import OnnxTextEncoder, TextEncoder
+from recsys_llm.encoder.onnx_graph import file_sha256
 from recsys_llm.encoder.user_pooling import PoolingUserModel
 from recsys_llm.hybrid import HybridModel
 from recsys_llm.index.base import IndexMismatchError, VectorIndex
 from recsys_llm.index.registry import load_index
+from recsys_llm.rerank.base import Reranker
 from recsys_llm.rerank.cross_encoder import CrossEncoder
+from recsys_llm.rerank.onnx_reranker import OnnxCrossEncoder
 from recsys_llm.run import ArtifactError, Context, RunDir, read_json, read_npy, read_parquet
 from recsys_llm.run import reading as run_reading
 
@@ -43,22 +48,69 @@ def reading(run: RunDir, folder: Path, stage: str):
     return run_reading(run, folder, stage, keep=_KEEP)
 
 
-def load_encoder(run: RunDir, device: str = "auto") -> TwoTowerEncoder:
-    """The fine-tuned two-tower encoder of a run, encoding at the run's ``encoder.inference_precision``."""
+def load_encoder(run: RunDir, device: str = "auto", backend: str | None = None) -> TextEncoder:
+    """The fine-tuned two-tower encoder of a run, encoding at the run's ``encoder.inference_precision``.
+
+    ``backend`` (default: the run's ``encoder.backend``): ``torch``, or ``onnx`` = the run's exported graph
+    (:func:`load_export`; CPU, the precision exported last).
+    """
+    cfg = run.load_config().encoder
+    if (backend or cfg.backend) == "onnx":
+        path, meta = load_export(run, "encoder")
+        return OnnxTextEncoder.load(path, meta["encoder"], cfg, meta["precision"])
     with reading(run, run.encoder, "finetune"):
         encoder = TwoTowerEncoder.load(run.require(run.encoder, "finetune"), device=device)
-    encoder.config.inference_precision = run.load_config().encoder.inference_precision
+    encoder.config.inference_precision = cfg.inference_precision
     return encoder
 
 
-def load_reranker(run: RunDir, cfg: PipelineConfig) -> CrossEncoder:
-    """The trained cross-encoder, as the scoring copy ``rerank.quantize`` asks for."""
+def load_reranker(run: RunDir, cfg: PipelineConfig) -> Reranker:
+    """The trained cross-encoder, as the scoring copy ``rerank.quantize`` asks for (``encoder.backend = onnx``:
+    the exported graph)."""
     folder = run.require(run.reranker, "rerank train")
+    if cfg.encoder.backend == "onnx":
+        path, meta = load_export(run, "reranker")
+        return OnnxCrossEncoder.load(path, meta["reranker"]["backbone"], cfg.rerank, meta["precision"])
     with reading(run, folder, "rerank train"):
         return CrossEncoder.load(folder, device=cfg.train.device).for_scoring(cfg.rerank.quantize)
 
 
-def encoder_identity(encoder: TwoTowerEncoder, cfg: PipelineConfig, zero_shot: bool) -> dict:
+EXPORT_FILE = "export.json"
+_EXPORT_STAGE = lineage.COMMAND["export"]
+_EXPORT_SOURCE = {"encoder": "finetune", "reranker": "rerank-train"}
+
+
+def export_graphs(model: str, precision: str) -> str:
+    """File name of ``model``'s (``encoder`` | ``reranker``) graph at ``precision`` (``fp32`` | ``int8``)."""
+    return f"{model}.onnx" if precision == "fp32" else f"{model}.{precision}.onnx"
+
+
+def load_export(run: RunDir, model: str) -> tuple[Path, dict]:
+    """``(graph path, export.json)`` of ``model`` (``encoder`` | ``reranker``) at the exported precision.
+
+    Raises:
+        ArtifactError: no export, no graph of ``model`` in it, or a graph changed since the export.
+        StaleArtifactError: ``model`` was trained again after the export (the graph is of the old weights).
+    """
+    folder = run.require(run.export, _EXPORT_STAGE)
+    meta = read_json(run, folder / EXPORT_FILE, _EXPORT_STAGE)
+    source = _EXPORT_SOURCE[model]
+    was, now = meta.get("source", {}).get(source), lineage.versions(run.root).get(source)
+    if was is None:
+        raise ArtifactError(folder, f"has no {model} graph (exported before `recsys-llm {lineage.COMMAND[source]}` "
+                            "ran)", _EXPORT_STAGE, run.root)
+    if was != now:
+        raise lineage.StaleArtifactError(
+            f"{folder}: stale: the ONNX {model} was exported from another {model} than the run's now "
+            f"(`recsys-llm {lineage.COMMAND[source]}` ran since); rerun `recsys-llm export --run-dir {run.root} "
+            f"--format onnx{' --int8' if meta.get('precision') == 'int8' else ''}`, or use --backend torch")
+    path = folder / export_graphs(model, meta.get("precision", "fp32"))
+    if not path.is_file() or file_sha256(path) != meta.get("graphs", {}).get(path.name):
+        raise ArtifactError(path, "missing or changed since the export", _EXPORT_STAGE, run.root)
+    return path, meta
+
+
+def encoder_identity(encoder: TextEncoder, cfg: PipelineConfig, zero_shot: bool) -> dict:
     """What makes two sets of vectors comparable: backbone, adapter hash, pooling, dim and item template."""
     ident = dict(encoder.fingerprint())
     if zero_shot:

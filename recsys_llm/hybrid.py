@@ -63,6 +63,7 @@ META_FILE = "hybrid.json"
 FORMAT = 1
 RRF_K = 60.0
 CF_MODELS = ("ease", "itemknn")
+FULL_UP_TO = 4096  # catalogs up to this many items keep the whole item-item matrix (<= 16.8M entries)
 
 
 # --------------------------------------------------------------------------------- collaborative source
@@ -165,25 +166,31 @@ def _prune_columns(dense_or_sparse, keep: int) -> sp.csr_matrix:
 
 
 def fit_collaborative(name: str, train: pd.DataFrame, n_users: int, n_items: int,
-                      keep: int = 200) -> CollaborativeScorer:
-    """Fit EASE or ItemKNN on ``train`` and keep its item-item matrix sparse.
+                      keep: int = 200, fitted: EASE | ItemKNN | None = None) -> CollaborativeScorer:
+    """Fit EASE or ItemKNN on ``train`` (or take ``fitted``, one already fitted on it) and keep its item-item
+    matrix sparse.
 
     Args:
         name: ``ease`` or ``itemknn``.
         train: canonical interactions (int ``user``, ``item``).
-        keep: entries kept per item column (the rest contribute little to a top-k).
+        keep: entries kept per item column (the rest contribute little to a top-k); a catalog of at most
+            ``FULL_UP_TO`` items keeps every entry (pruning to 200 cost recency EASE 7% of its validation NDCG@10
+            on the 3.7k-item demo catalog).
+        fitted: a model of kind ``name`` fitted on ``train`` (e.g. the one tuned on validation); default: the
+            library's default setting is fitted here.
 
     Raises:
-        ValueError: unknown ``name``; the model's own input checks (ids out of range, ...).
+        ValueError: unknown ``name``, ``fitted`` of another kind; the model's own input checks.
     """
     if name not in CF_MODELS:
         raise ValueError(f"unknown collaborative model {name!r}; choose one of {', '.join(CF_MODELS)}")
-    if name == "ease":
-        raw = EASE().fit(train, n_users, n_items).weights_  # (items, items) S[h, i]
-    else:
-        raw = ItemKNN().fit(train, n_users, n_items).similarity_
+    kind = EASE if name == "ease" else ItemKNN
+    if fitted is not None and not isinstance(fitted, kind):
+        raise ValueError(f"collaborative model {name!r} given a fitted {type(fitted).__name__}")
+    model = fitted if fitted is not None else kind().fit(train, n_users, n_items)
+    raw = model.weights_ if isinstance(model, EASE) else model.similarity_  # (items, items) S[h, i]
     counts = np.bincount(train["item"].to_numpy(dtype=np.int64), minlength=n_items)[:n_items]
-    matrix = _prune_columns(raw, keep)
+    matrix = _prune_columns(raw, n_items if n_items <= FULL_UP_TO else keep)
     logger.info("collaborative %s: %d x %d, %d entries kept (<= %d per item)", name, n_items, n_items,
                 matrix.nnz, keep)
     return CollaborativeScorer(matrix, counts.astype(np.int64), name)

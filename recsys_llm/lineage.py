@@ -38,10 +38,12 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "select": ("embed", "hybrid", "rerank-train"),
     "rerank": ("retrieve", "rerank-train", "select"),
     "evaluate": ("embed", "retrieve", "hybrid", "select", "rerank"),
+    "export": ("finetune", "rerank-train"),
 }
 COMMAND = {"prepare": "prepare", "embed-zeroshot": "embed --zero-shot", "finetune": "finetune", "embed": "embed",
            "index": "index build", "retrieve": "retrieve", "hybrid": "hybrid", "rerank-train": "rerank train",
-           "select": "select", "rerank": "rerank apply", "evaluate": "evaluate"}
+           "select": "select", "rerank": "rerank apply", "evaluate": "evaluate",
+           "export": "export --format onnx"}
 """The CLI command that (re)makes each stage's artifact."""
 
 _RECORDS = {  # stage -> files whose content is the artifact's version
@@ -50,6 +52,7 @@ _RECORDS = {  # stage -> files whose content is the artifact's version
     "hybrid": ("hybrid/hybrid.json",),
     "rerank-train": ("reranker/reranker.json", "reranker/head.safetensors"),
     "select": ("served.json",),
+    "export": ("export/export.json",),
 }
 
 

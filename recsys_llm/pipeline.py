@@ -30,6 +30,7 @@ from recsys_llm.report.compare import compare_run
 from recsys_llm.report.tables import ResultRow
 from recsys_llm.run import timed
 from recsys_llm.stages.embed import embed
+from recsys_llm.stages.export import export_models
 from recsys_llm.stages.finetune import finetune
 from recsys_llm.stages.hybrid import fit_hybrid
 from recsys_llm.stages.index import build_index, evaluate_index, index_stats
@@ -38,7 +39,7 @@ from recsys_llm.stages.rerank import rerank, train_reranker
 from recsys_llm.stages.retrieve import retrieve_candidates
 from recsys_llm.stages.select import select_served
 
-__all__ = ["build_index", "embed", "evaluate", "evaluate_index", "finetune", "fit_hybrid", "index_stats", "prepare",
+__all__ = ["build_index", "embed", "evaluate", "evaluate_index", "export_models", "finetune", "fit_hybrid", "index_stats", "prepare",
            "rerank", "retrieve_candidates", "run_all", "select_served", "train_reranker"]
 
 

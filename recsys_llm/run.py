@@ -11,6 +11,7 @@ Every stage reads its inputs from and writes its artifact to one folder (``--run
     hybrid/                  user pooling + collaborative fusion, chosen on validation (hybrid)
     reranker/                cross-encoder adapter + head (rerank train)
     served.json              the configuration the Recommender serves, chosen on validation (select)
+    export/                  ONNX graphs of the encoder and cross-encoder + export.json (export)
     coldstart/               items added, updated or retired after prepare (coldstart add-items, serve)
     report.json report.md plots/   (evaluate)
 
@@ -77,6 +78,7 @@ class RunDir:
     text = property(lambda self: self.root / "text")
     encoder = property(lambda self: self.root / "encoder")
     reranker = property(lambda self: self.root / "reranker")
+    export = property(lambda self: self.root / "export")  # ONNX graphs of the encoder and cross-encoder
     index = property(lambda self: self.root / "index")
     candidates = property(lambda self: self.root / "candidates")
     ranked = property(lambda self: self.root / "ranked")

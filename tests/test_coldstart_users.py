@@ -23,7 +23,9 @@ def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
     meta = json.loads((tiny_run / "hybrid" / "hybrid.json").read_text())
     assert meta["user_model"] in ("text", "pooling") and meta["chosen_by"] == "validation"
     grids = meta["valid_ndcg@10"]
-    assert set(grids) == {"text", "pooling"} and set(grids["text"]) == {"0.0", "5.0"}
+    tuned = meta["collaborative"]  # the collaborative part takes its baseline's tuned setting; its half-life joins
+    assert tuned["baseline"] == "ease_recency" and "l2" in tuned["params"]
+    assert set(grids) == {"text", "pooling"} and set(grids["text"]) == {"0.0", "5.0", str(tuned["params"]["halflife"])}
     from recsys_llm.stages.hybrid import better_user_model as _better_user_model
 
     um = meta["user_model"]
@@ -88,7 +90,10 @@ def test_new_user_from_items_and_from_text(run, capsys):
     recs = recommend_new_user(run, items=["100", "102"], k=5)
     assert len(recs) == 5 and not {"100", "102"} & set(recs["item_id"])
     served = json.loads((run / "served.json").read_text())
-    assert recs["stage"].iloc[0].startswith(served["first_stage"]) and (np.diff(recs["score"]) <= 1e-6).all()
+    assert recs["stage"].iloc[0].startswith(served["first_stage"])
+    head = served["rerank_depth"] or len(recs)  # reranked items carry reranker scores, the rest first-stage ones
+    for part in (recs["score"][:head], recs["score"][head:]):
+        assert (np.diff(part) <= 1e-6).all()
     assert set(recs["because_item_id"]) <= {"100", "102"}
     by_text = recommend_new_user(run, text="space rocket astronaut", k=4)
     assert len(by_text) == 4 and (by_text["because"] == "").all()

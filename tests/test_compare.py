@@ -85,3 +85,22 @@ def test_ties_are_not_broken_by_item_id():
     r2 = rank_full(lambda b: np.zeros((len(b), n_items), np.float32), users[:2], [np.array([150])] * 2, 10,
                     cand, tie_order(n_items, seed=0))
     assert set(r2.ravel().tolist()) <= set(range(100, 200)) - {150}
+
+
+def test_seed_summary_reports_mean_spread_and_first_interval():
+    from recsys_llm.config import PipelineConfig
+    from recsys_llm.report.seeds import seed_markdown, seed_summary, with_seed
+    from recsys_llm.report.tables import ResultRow
+
+    cfg = with_seed(PipelineConfig(), 2)
+    assert (cfg.train.seed, cfg.rerank.seed, cfg.hybrid.seed, cfg.eval.seed, cfg.split.seed) == (2, 2, 2, 2, 0)
+    runs = [[ResultRow("hybrid", "warm", {"NDCG@10": v, "Recall@10": 2 * v}, ci={"NDCG@10": [v - 0.01, v + 0.01]}),
+             ResultRow("EASE", "warm", {"NDCG@10": 0.05})] for v in (0.10, 0.11, 0.12)]
+    runs[2] = runs[2][:1]  # EASE missing from one run: counted over the runs it is in
+    rows = {r["model"]: r for r in seed_summary(runs, ("NDCG@10", "Recall@10"))}
+    assert rows["hybrid"]["seeds"] == 3 and rows["EASE"]["seeds"] == 2
+    assert rows["hybrid"]["NDCG@10"]["mean"] == pytest.approx(0.11) and rows["hybrid"]["NDCG@10"]["std"] == pytest.approx(0.01)
+    assert rows["hybrid"]["NDCG@10"]["ci_first"] == pytest.approx([0.09, 0.11])
+    assert "Recall@10" not in rows["EASE"]  # no value in any run: no entry
+    md = seed_markdown(list(rows.values()), ("NDCG@10",))
+    assert "| hybrid | 3 | 0.1100 ± 0.0100 [0.1000, 0.1200] | 0.0900–0.1100 |" in md

@@ -125,7 +125,7 @@ def test_k_core_and_duplicates_for_other_loaders(tmp_path):
     ds = load_dataset(cfg)
     assert ds.dropped == {"duplicate_interaction": 1}  # the exact repeat (a, 1, 5); (a, 1, 10) is another event
     assert ds.users["user_id"].tolist() == ["a", "b"] and len(ds.interactions) == 5
-    assert ds.n_items == 3  # the generic catalog keeps every item (description-only items are allowed)
+    assert ds.n_items == 2  # item 3 lost its one interaction to the k-core, so it leaves the catalog too
 
 
 def test_bad_amazon_input_names_file_line_and_field(tmp_path):
@@ -158,3 +158,13 @@ def test_prepare_through_the_cli(tmp_path, capsys):
     assert pd.read_parquet(run / "splits" / "test.parquet")["item"].tolist() == [2, 0]
     assert "dropped rows" in capsys.readouterr().out
     assert np.array_equal(pd.read_parquet(run / "data" / "items.parquet")["item"], np.arange(3))
+
+
+def test_item_k_core_removes_the_items_it_empties_but_keeps_description_only_items(tmp_path):
+    inter = tmp_path / "inter.csv"
+    inter.write_text("user_id,item_id,timestamp\na,1,5\na,2,6\nb,1,7\nb,2,8\nc,3,9\nc,1,10\nc,2,11\n")
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n1,One\n2,Two\n3,Three\n4,Four (no interactions yet)\n")
+    ds = load_dataset(DataConfig(dataset="generic", path=str(inter), items_path=str(items), min_item_interactions=2))
+    assert sorted(ds.items["item_id"].astype(str)) == ["1", "2", "4"]  # 3 had one interaction: removed
+    assert len(ds.interactions) == 6 and ds.interactions["item"].max() < ds.n_items

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from recsys_llm.index.base import IndexMismatchError
-from recsys_llm.index.registry import load_index
 from recsys_llm.index.choose import auto_factory, ivf_nlist
 from recsys_llm.index.convert import as_id_list, as_ids, as_vectors
 from recsys_llm.index.exact import ExactIndex
 from recsys_llm.index.faiss_index import FaissIndex, faiss_gpus
+from recsys_llm.index.registry import load_index
 from recsys_llm.index.tuning import exact_neighbours, recall_at_k, sweep, tune
 
 

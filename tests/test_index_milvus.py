@@ -21,8 +21,8 @@ import test_index  # noqa: E402
 from test_index import IndexContract, _brute  # noqa: E402
 
 from recsys_llm.index import milvus_index  # noqa: E402
-from recsys_llm.index.registry import load_index  # noqa: E402
 from recsys_llm.index.milvus_index import MAX_TOPK, TOKEN_ENV, MilvusIndex  # noqa: E402
+from recsys_llm.index.registry import load_index  # noqa: E402
 
 data = test_index.data  # the contract's fixture, shared
 

@@ -63,7 +63,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    pipeline.embed(args.run_dir, zero_shot=args.zero_shot)
+    pipeline.embed(args.run_dir, zero_shot=args.zero_shot, backend=args.backend)
     print("embeddings written to", RunDir(Path(args.run_dir)).embeddings(args.zero_shot))
 
 
@@ -84,7 +84,7 @@ def cmd_rerank_train(args: argparse.Namespace) -> None:
 
 
 def cmd_rerank_apply(args: argparse.Namespace) -> None:
-    pipeline.rerank(args.run_dir)
+    pipeline.rerank(args.run_dir, backend=args.backend)
     print("reranked lists written to", Path(args.run_dir) / "ranked")
 
 
@@ -95,6 +95,17 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     output.print_report(pipeline.evaluate(args.run_dir), args.run_dir)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    _apply_overrides(args.run_dir, args.set)
+    info = pipeline.export_models(args.run_dir, fmt=args.format, int8=args.int8)
+    print(f"exported {', '.join(info['graphs'])} ({info['format']}, serving {info['precision']}) -> "
+          f"{Path(args.run_dir) / 'export'}")
+    for model, checks in info["checks"].items():
+        for precision, c in checks.items():
+            print(f"  {model} {precision} vs torch fp32: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    print("use it with --backend onnx (embed, rerank apply, recommend) or --set encoder.backend=onnx")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -179,7 +190,7 @@ def _print_user(rec: Recommender, user: str, served: ServedConfig | None, k: int
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
-    rec = Recommender.load(args.run_dir)
+    rec = Recommender.load(args.run_dir, backend=args.backend)
     served = None
     if args.no_rerank and rec.served.reranks:
         served = ServedConfig(rec.served.first_stage, chosen_by=rec.served.chosen_by)

@@ -78,6 +78,17 @@ def _index_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apply", action="store_true", help="save the picked setting into the index")
 
 
+def _backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["torch", "onnx"],
+                   help="torch, or onnx = the run's ONNX export (`recsys-llm export`); default: the run's encoder.backend")
+
+
+def _export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="onnx", help="export format (onnx)")
+    p.add_argument("--int8", action="store_true", help="also write dynamically quantised int8 graphs and serve them")
+    _set(p)
+
+
 def _json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -119,7 +130,7 @@ def _serve(p: argparse.ArgumentParser) -> None:
 TOP: list[tuple[str, str, str, list[Adder]]] = [
     ("prepare", "raw files -> canonical data, splits and texts in the run dir", "cmd_prepare", [_data_flags]),
     ("finetune", "LoRA-fine-tune the two-tower encoder (accelerate)", "cmd_finetune", [_set, _resume]),
-    ("embed", "encode all items and users with the fine-tuned (or untuned) encoder", "cmd_embed", [_zero_shot]),
+    ("embed", "encode all items and users with the fine-tuned (or untuned) encoder", "cmd_embed", [_zero_shot, _backend]),
     ("retrieve", "top-K candidates for every evaluated user, per slice", "cmd_retrieve", []),
     ("hybrid", "fit the user-pooling model and the text + collaborative fusion (choices made on validation "
      "users)", "cmd_hybrid", [_set]),
@@ -127,7 +138,10 @@ TOP: list[tuple[str, str, str, list[Adder]]] = [
      "cmd_select", [_set]),
     ("evaluate", "full-ranking metrics per model and slice -> report.json/report.md", "cmd_evaluate", []),
     ("recommend", "print the top items, with titles and explanations, for one user (the served configuration)",
-     "cmd_recommend", [_user, _no_rerank, _json]),
+     "cmd_recommend", [_user, _no_rerank, _json, _backend]),
+    ("export", "the fine-tuned encoder and the cross-encoder as ONNX graphs (LoRA merged; --int8: dynamic int8) "
+     "for fast CPU inference -> export/; use them with --backend onnx or --set encoder.backend=onnx",
+     "cmd_export", [_export]),
     ("serve", "HTTP service (FastAPI): recommendations, live catalogue, feedback, metrics, a page at /",
      "cmd_serve", [_serve]),
     ("refresh", "fold the interactions posted to the service into the user vectors and the collaborative "
@@ -148,7 +162,7 @@ GROUPS: list[tuple[str, str, list[tuple[str, str, str, list[Adder]]]]] = [
     ]),
     ("rerank", "cross-encoder reranker: train | apply", [
         ("train", "train the cross-encoder on the retriever's hard negatives", "cmd_rerank_train", [_set]),
-        ("apply", "rerank the retrieved candidates of every slice", "cmd_rerank_apply", []),
+        ("apply", "rerank the retrieved candidates of every slice", "cmd_rerank_apply", [_backend]),
     ]),
     ("coldstart", "cold start: add-items | retire | user (a new user from 1-3 items or a text) | catalog (a run "
      "from descriptions alone) | similar (item-to-item) | search (text-to-item)", [

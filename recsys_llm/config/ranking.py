@@ -201,9 +201,10 @@ class HybridConfig(Section):
     cf_halflives: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0, 40.0], metadata=meta(
         "Recency half-lives (in items) tried on validation for the collaborative query: the item a positions "
         "before the most recent counts 0.5^(a/h); 0 = every item counts 1 (classic EASE/ItemKNN query)."))
-    cf_confidences: list[float] = field(default_factory=lambda: [10.0, 50.0, 200.0], metadata=meta(
+    cf_confidences: list[float] = field(default_factory=lambda: [0.0, 10.0, 50.0, 200.0], metadata=meta(
         "Per-item shrinkage c of the collaborative weight, tried on validation: w * n_i / (n_i + c) for an item "
-        "with n_i training interactions, so items nobody (or few) touched lean on their text (0 = none)."))
+        "with n_i training interactions, so items nobody (or few) touched lean on their text (0 = none: at weight "
+        "1 the hybrid is its collaborative part alone, so validation can choose it)."))
     bridge_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=meta(
         "Weights tried for the text-neighbour bridge on items without interactions, chosen on validation with "
         "every item treated as cold (its own column unused); [0] = off."))

@@ -136,6 +136,11 @@ class EncoderConfig(Section):
             "device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32. Measured on this "
             "project's 2-core CPU: bf16 3.3x faster than fp32, cosine to fp32 0.99999, top-10 overlap 0.995.",
             choices=("auto", "fp32", "bf16")))
+    backend: str = field(
+        default="torch", metadata=meta(
+            "What encodes and reranks at inference (embed, rerank apply, the Recommender and the service): torch, "
+            "or onnx = the run's ONNX export (`recsys-llm export --format onnx [--int8]`, refused when stale).",
+            choices=("torch", "onnx")))
 
     def validate(self) -> None:
         _check(self.lora_r >= 1, "encoder", "lora_r", self.lora_r, "must be >= 1")

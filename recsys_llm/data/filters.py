@@ -6,8 +6,10 @@
 2. :func:`min_rating`: ``data.min_rating`` keeps ratings >= the value.
 3. :func:`k_core`: ``data.min_user_interactions`` / ``data.min_item_interactions`` remove users and items with
    fewer interactions, repeated until nothing changes (removing an item can push a user under the bar).
-4. :func:`prune_catalog`: for loaders whose catalog is "the items in the data" (review dumps), items left
-   without interactions leave the catalog and item ids are renumbered.
+4. :func:`prune_catalog`: for loaders whose catalog is "the items in the data" (review dumps), and whenever
+   ``data.min_item_interactions`` > 1 (a k-core over items removes them), items left without interactions leave
+   the catalog and item ids are renumbered (items with no interaction in the data at all, description-only new
+   items, stay in a catalog that is not "the items in the data").
 
 A filter that leaves nothing raises a :class:`DataError` naming the filter and its value.
 """
@@ -76,9 +78,11 @@ def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int, f
     return keep
 
 
-def prune_catalog(items: pd.DataFrame, inter_items: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    """Keep only catalog items with interactions; returns the renumbered catalog and the remapped item column."""
-    used = np.zeros(len(items), dtype=bool)
+def prune_catalog(items: pd.DataFrame, inter_items: np.ndarray, spare: np.ndarray | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Keep only catalog items with interactions (and those ``spare`` marks); returns the renumbered catalog and the
+    remapped item column."""
+    used = np.zeros(len(items), dtype=bool) if spare is None else spare.copy()
     used[inter_items] = True
     if used.all():
         return items, inter_items

@@ -77,12 +77,16 @@ def _filtered(loaded: Loaded, cfg: DataConfig, problems: BadRows) -> tuple[pd.Da
         raise DataError(f"{file}: no interactions left after validation (every row was dropped); check the data")
     users = pd.factorize(normalise_external(inter["user_id"]))[0]
     keep = drop_duplicates(inter, users, problems, file) & min_rating(inter, cfg.min_rating, file)
+    items = loaded.catalog.items
+    # a k-core over items removes the items it empties from the catalog; items with no interaction at all in the
+    # data (description-only, new) stay unless the loader's catalog is "the items in the data"
+    spare = np.full(len(items), not loaded.interacted_only)
+    spare[inter["item"].to_numpy(np.int64)[keep]] = False
     keep[keep] = k_core(users[keep], inter["item"].to_numpy()[keep], cfg.min_user_interactions,
                         cfg.min_item_interactions, file)
     inter = inter.loc[keep].reset_index(drop=True)
-    items = loaded.catalog.items
-    if loaded.interacted_only:
-        items, item = prune_catalog(items, inter["item"].to_numpy(np.int64))
+    if loaded.interacted_only or cfg.min_item_interactions > 1:
+        items, item = prune_catalog(items, inter["item"].to_numpy(np.int64), spare)
         inter = inter.assign(item=item)
     return inter, items
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from recsys_llm.artifacts import full_catalog, item_vectors, load_embeddings, load_run_index, retired_items
 from recsys_llm.data.ids import IdMap, extend_ids, normalise_external
-from recsys_llm.encoder.model import TwoTowerEncoder
+from recsys_llm.encoder.onnx_encoder import TextEncoder
 from recsys_llm.index.base import VectorIndex
 from recsys_llm.io_utils import atomic_save_npy, atomic_write_with
 from recsys_llm.run import ArtifactError, RunDir, read_json, read_npy, read_parquet
@@ -139,7 +139,7 @@ class LiveCatalogue:
         rows.insert(0, "item", ids)
         return rows
 
-    def add(self, new_items: pd.DataFrame, encoder: TwoTowerEncoder, max_tokens: int, source: str = "new items",
+    def add(self, new_items: pd.DataFrame, encoder: TextEncoder, max_tokens: int, source: str = "new items",
             upsert: bool = False) -> np.ndarray:
         """Embed items from their text alone and add them to the index, persisted before returning.
 

@@ -23,6 +23,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("select", "served.json", "select"),
     ("rerank apply", "ranked", "rerank"),
     ("evaluate", "report.json", "evaluate"),
+    ("export", "export/export.json", "export"),
 ]
 
 

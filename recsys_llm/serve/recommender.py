@@ -37,11 +37,11 @@ from recsys_llm.data.ids import IdMap
 from recsys_llm.data.schema import Dataset
 from recsys_llm.data.splits import Split, test_histories
 from recsys_llm.encoder.model import TwoTowerEncoder
+from recsys_llm.encoder.onnx_encoder import TextEncoder
 from recsys_llm.encoder.user_pooling import PoolingUserModel, encode_histories
 from recsys_llm.hybrid import HybridModel
 from recsys_llm.protocol import tie_order
-from recsys_llm.rerank.base import reorder
-from recsys_llm.rerank.cross_encoder import CrossEncoder
+from recsys_llm.rerank.base import Reranker, reorder
 from recsys_llm.rerank.explain import because
 from recsys_llm.run import ArtifactError, RunDir, read_npy, reading
 from recsys_llm.serve.catalogue import LiveCatalogue, UnknownIdError
@@ -89,26 +89,33 @@ class Recommender:
         self.n_items = n_items  # the prepared catalog (what the split and the report cover)
         self.hybrid: HybridModel | None = None
         self.pool: PoolingUserModel | None = None
-        self._encoder: TwoTowerEncoder | None = None
-        self._reranker: CrossEncoder | None = None
+        self._encoder: TextEncoder | None = None
+        self._reranker: Reranker | None = None
         self._stored: dict[str, np.ndarray] = {}
         self._tie_ranks: dict[int, np.ndarray] = {}
         self.text_vectors: dict[str, np.ndarray] = {}  # texts encoded ahead, in batches (the service)
 
     # ------------------------------------------------------------------------------------------------ load
     @classmethod
-    def load(cls, run_dir: str | Path, served: ServedConfig | None = None, device: str | None = None) -> Recommender:
-        """Load a run for serving; ``served`` overrides ``served.json`` (e.g. to evaluate a candidate setting)."""
+    def load(cls, run_dir: str | Path, served: ServedConfig | None = None, device: str | None = None,
+             backend: str | None = None) -> Recommender:
+        """Load a run for serving; ``served`` overrides ``served.json`` (e.g. to evaluate a candidate setting),
+        ``backend`` the run's ``encoder.backend`` (``torch`` | ``onnx``: the exported graphs)."""
         run = RunDir(Path(run_dir))
         if not run.config.is_file():
             raise FileNotFoundError(f"{run.root}: not a run directory (no config.json); build one with `recsys-llm "
                                     f"prepare` or `recsys-llm coldstart catalog --items FILE --run-dir {run.root}`")
         cfg = run.load_config()
+        # served.json must be as fresh as what it was chosen on, unless the caller brings its own setting
+        # (the select stage itself, evaluating candidates)
+        uses = ["embed", "index"] + (["select"] if served is None else [])
         served = served or ServedConfig.for_run(run)
-        uses = ["embed", "index", "select"] + (["hybrid"] if served.first_stage == "hybrid" else [])
+        uses += ["hybrid"] if served.first_stage == "hybrid" else []
         lineage.require_fresh(run.root, uses + (["rerank-train"] if served.reranks else []))
         if device is not None:
             cfg.train.device = device
+        if backend is not None:
+            cfg.encoder.backend = backend
         catalogue = LiveCatalogue.load(run, cfg.text.item_template, cfg.index.use_gpu)
         users, known = None, []
         if (run.splits / "train.parquet").exists():
@@ -125,12 +132,12 @@ class Recommender:
         return rec
 
     @property
-    def encoder(self) -> TwoTowerEncoder:
+    def encoder(self) -> TextEncoder:
         """The encoder that made the item vectors: the run's fine-tuned one, or the untuned backbone of a
         description-only catalog (checked against the embeddings' recorded identity)."""
         if self._encoder is None:
             if self.run.encoder.exists():
-                enc = load_encoder(self.run, self.cfg.train.device)
+                enc: TextEncoder = load_encoder(self.run, self.cfg.train.device, self.cfg.encoder.backend)
             else:
                 enc = TwoTowerEncoder.from_config(self.cfg.encoder, lora=False, device=self.cfg.train.device)
             want = self.catalogue.meta["encoder"]
@@ -142,7 +149,7 @@ class Recommender:
         return self._encoder
 
     @property
-    def reranker(self) -> CrossEncoder:
+    def reranker(self) -> Reranker:
         if self._reranker is None:
             self._reranker = load_reranker(self.run, self.cfg)
         return self._reranker

@@ -8,25 +8,28 @@ import numpy as np
 
 from recsys_llm.artifacts import encoder_identity, load_encoder
 from recsys_llm.encoder.model import TwoTowerEncoder
+from recsys_llm.encoder.onnx_encoder import TextEncoder
 from recsys_llm.io_utils import atomic_save_npy, atomic_write_json
 from recsys_llm.run import Context, read_parquet, timed
 from recsys_llm.text.templates import item_texts
 
 
 @timed("embed")
-def embed(run_dir: str | Path, zero_shot: bool = False) -> None:
+def embed(run_dir: str | Path, zero_shot: bool = False, backend: str | None = None) -> None:
     """Encode every catalog item and every user (test-time history) with the fine-tuned or untuned encoder.
 
     Writes ``embeddings[_zeroshot]/`` (``item_emb.npy``, ``item_ids.npy``, ``user_emb.npy``, ``user_ids.npy``,
     ``embeddings.json`` with the encoder identity and data fingerprint). Items added after ``prepare``
-    (``coldstart/``) are re-embedded too, so a rebuilt index matches the encoder.
+    (``coldstart/``) are re-embedded too, so a rebuilt index matches the encoder. ``backend`` overrides the
+    run's ``encoder.backend`` (``onnx``: the exported graph; ``embeddings.json`` records it).
     """
     ctx = Context.load(run_dir)
     cfg = ctx.cfg
+    encoder: TextEncoder
     if zero_shot:
         encoder = TwoTowerEncoder.from_config(cfg.encoder, lora=False, device=cfg.train.device)
     else:
-        encoder = load_encoder(ctx.run, cfg.train.device)
+        encoder = load_encoder(ctx.run, cfg.train.device, backend)
     out = ctx.run.embeddings(zero_shot)
     item_emb = encoder.encode_items(ctx.item_texts(), cfg.text.item_max_tokens)
     user_emb = encoder.encode_users(ctx.user_texts(), cfg.text.user_max_tokens)

@@ -4,7 +4,9 @@ Validation: each user's validation item, ranked over the catalog from their trai
 filtered). Steps: (1) the pooling user model (:mod:`recsys_llm.encoder.user_pooling`) trains on
 training-history prefixes over the frozen fine-tuned item embeddings; (2) validation users are represented
 both ways, as text (history rendered and encoded) and pooled; (3) the collaborative model (``hybrid.cf_model``)
-is fitted on the training interactions; (4) for each user representation, recency half-life, trust confidence
+is fitted on the training interactions with the setting its baseline row is tuned to (the same search, budget
+and validation users: :func:`recsys_llm.classic.from_config.fit_baseline`, recency-weighted EASE for ``ease``),
+so the hybrid starts from the tuned baseline rather than a default, and the tuned half-life joins the grid; (4) for each user representation, recency half-life, trust confidence
 and fusion weight are chosen from their grids by validation NDCG@10 (:func:`recsys_llm.hybrid.select_weight`),
 and the text-neighbour bridge on an all-items-cold version of the same users; ``hybrid.user_model=auto`` keeps
 the representation that is better over warm and cold validation together (:func:`better_user_model`).
@@ -21,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys_llm.artifacts import load_embeddings, load_encoder
-from recsys_llm.config import HybridConfig
+from recsys_llm.classic.from_config import fit_baseline
+from recsys_llm.config import HybridConfig, PipelineConfig
 from recsys_llm.data.splits import Split, histories
 from recsys_llm.encoder.user_pooling import encode_histories, fit_pooling
 from recsys_llm.hybrid import (
@@ -124,6 +127,22 @@ def _record(grids: dict, cold_grids: dict, best: dict, n_users: int, chosen_by: 
             "data_fingerprint": meta["data_fingerprint"]}
 
 
+CF_BASELINE = {"ease": "ease_recency", "itemknn": "itemknn"}
+"""The baseline row whose tuned setting the hybrid's collaborative part takes."""
+
+
+def _collaborative(cfg: PipelineConfig, split: Split) -> tuple[CollaborativeScorer | None, dict | None]:
+    """The collaborative part, fitted with its baseline's tuned setting: ``(scorer, search record)``."""
+    name = cfg.hybrid.cf_model
+    if name == "none":
+        return None, None
+    result = fit_baseline(CF_BASELINE[name], split, cfg.eval)
+    logger.info("hybrid collaborative part: %s %s", CF_BASELINE[name], result.note() or "defaults")
+    cf = fit_collaborative(name, split.train, split.n_users, split.n_items, fitted=result.model)
+    return cf, {"baseline": CF_BASELINE[name], "params": result.params, "valid_ndcg@10": result.valid_ndcg,
+                "note": result.note()}
+
+
 @timed("hybrid")
 def fit_hybrid(run_dir: str | Path) -> dict:
     """Fit the user-pooling model and the collaborative fusion; choose both on validation users (module doc).
@@ -146,7 +165,9 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     vtexts = [history_text(h, ctx.titles, cfg.text.user_max_items) for h in val.hist]
     users_by = {"text": encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False),
                 "pooling": encode_histories(pool, item_emb, val.hist)}
-    cf = None if hc.cf_model == "none" else fit_collaborative(hc.cf_model, split.train, split.n_users, split.n_items)
+    cf, cf_tuned = _collaborative(cfg, split)
+    if cf_tuned and "halflife" in cf_tuned["params"]:
+        hc.cf_halflives = sorted({*map(float, hc.cf_halflives), float(cf_tuned["params"]["halflife"])})
     neighbours = None
     if cf is not None and max(hc.bridge_weights) > 0:
         neighbours = text_neighbours(item_emb, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
@@ -157,6 +178,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     b = best[user_model]
     info = _record(grids, cold_grids, best, len(val.users), "config" if hc.user_model != "auto" else "validation",
                    pool_info, meta)
+    info["collaborative"] = cf_tuned
     model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
                         neighbours if b["bridge"] > 0 else None, b["bridge"])
     model.save(ctx.run.hybrid)

@@ -101,15 +101,17 @@ def dense_rerank_setting(run: RunDir, cfg: PipelineConfig) -> tuple[int, float, 
 
 
 @timed("rerank")
-def rerank(run_dir: str | Path) -> None:
+def rerank(run_dir: str | Path, backend: str | None = None) -> None:
     """Rerank every slice's dense candidates with the trained cross-encoder.
 
     The cross-encoder scores every candidate down to :func:`~recsys_llm.protocol.rerank_depth` once;
     ``ranked/<slice>.npz`` is the list at :func:`dense_rerank_setting`, and ``ranked/<slice>.scores.npz`` keeps
     the retrieval and rerank scores of every candidate, so the report can sweep depth and fusion weight
-    without scoring again.
+    without scoring again. ``backend`` overrides the run's ``encoder.backend`` (``onnx``: the exported graph).
     """
     ctx = Context.load(run_dir)
+    if backend is not None:
+        ctx.cfg.encoder.backend = backend
     model = load_reranker(ctx.run, ctx.cfg)
     texts, item_txt = ctx.user_texts(), ctx.item_texts()
     depth, weight, _ = dense_rerank_setting(ctx.run, ctx.cfg)

@@ -6,8 +6,10 @@ served as it is or, when a reranker is trained, reranked at every depth x fusion
 scored by validation NDCG@10 over a seeded sample of ``rerank.valid_users`` users (their training history ->
 their validation item, training items filtered, ranked over the prepared catalog) **through the Recommender
 itself** (:meth:`~recsys_llm.serve.recommender.Recommender.first_stage` and ``rerank``), so the chosen setting
-is measured by the code that serves it. The best mean wins; ties go to the simpler candidate (no reranking,
-then the smaller reranker weight and depth). The cross-encoder scores each (user, item) pair once, at the
+is measured by the code that serves it. The one-standard-error rule picks among them: the simplest candidate
+(no reranking, then the shallower depth and the smaller reranker weight) whose mean is within one standard
+error of the paired per-user difference from the best mean; a validation sample too small to tell a reranker
+from no reranker therefore serves without one. The cross-encoder scores each (user, item) pair once, at the
 deepest depth, however many candidates share it.
 """
 
@@ -32,11 +34,39 @@ logger = logging.getLogger(__name__)
 K = 10
 
 
-def _ndcg(lists: list[np.ndarray], targets: list[np.ndarray]) -> float:
+def _ndcg(lists: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
+    """(n_users,) validation NDCG@10 per user."""
     ranked = np.full((len(lists), K), -1, np.int64)
     for r, ids in enumerate(lists):
         ranked[r, : min(K, len(ids))] = ids[:K]
-    return float(np.nanmean(topk_metrics(ranked, targets, K, ("ndcg",))[f"ndcg@{K}"]))
+    return np.nan_to_num(topk_metrics(ranked, targets, K, ("ndcg",))[f"ndcg@{K}"])
+
+
+def _row(first_stage: str, depth: int, weight: float, per_user: np.ndarray) -> dict[str, Any]:
+    return {"first_stage": first_stage, "rerank_depth": depth, "rerank_weight": weight,
+            "val_ndcg@10": float(per_user.mean()), "per_user": per_user}
+
+
+def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one-standard-error rule: the simplest row whose mean is within one standard error (of the paired
+    per-user difference) of the best mean; among equally simple rows, the higher mean.
+
+    Example:
+        >>> a = _row("hybrid", 0, 1.0, np.array([0.1, 0.0, 0.3, 0.2]))
+        >>> b = _row("hybrid", 20, 0.5, np.array([0.2, 0.0, 0.3, 0.2]))  # better on one user of four
+        >>> choose([a, b])["rerank_depth"]
+        0
+    """
+    best = max(rows, key=lambda r: r["val_ndcg@10"])
+    n = len(best["per_user"])
+
+    def within(r: dict[str, Any]) -> bool:
+        diff = best["per_user"] - r["per_user"]
+        se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        return r is best or float(diff.mean()) <= se
+
+    return min((r for r in rows if within(r)),
+               key=lambda r: (r["rerank_depth"] > 0, r["rerank_depth"], r["rerank_weight"], -r["val_ndcg@10"]))
 
 
 def _grid(ctx: Context) -> tuple[list[int], list[float]]:
@@ -56,8 +86,7 @@ def _candidates(rec: Recommender, qs: list[Query], tg: list[np.ndarray], depths:
     depth = max([K, *depths]) if rerank else K
     allowed = rec.allowed(candidates=np.arange(rec.n_items))
     lists = {s: _stage_lists(rec, qs, s, depth, allowed) for s in stages}
-    rows = [{"first_stage": s, "rerank_depth": 0, "rerank_weight": 1.0,
-             "val_ndcg@10": _ndcg([ids for ids, _ in lists[s]], tg)} for s in stages]
+    rows = [_row(s, 0, 1.0, _ndcg([ids for ids, _ in lists[s]], tg)) for s in stages]
     if not rerank:
         return rows
     ce: dict[str, list[np.ndarray]] = {s: [] for s in stages}
@@ -71,14 +100,8 @@ def _candidates(rec: Recommender, qs: list[Query], tg: list[np.ndarray], depths:
             for w in weights:
                 reranked = [rec.rerank(q, ids, sc, d, w, ce=c)[1]
                             for q, (ids, sc), c in zip(qs, lists[s], ce[s], strict=True)]
-                rows.append({"first_stage": s, "rerank_depth": d, "rerank_weight": w,
-                             "val_ndcg@10": _ndcg(reranked, tg)})
+                rows.append(_row(s, d, w, _ndcg(reranked, tg)))
     return rows
-
-
-def _simpler(row: dict[str, Any]) -> tuple:
-    return (row["val_ndcg@10"], row["rerank_depth"] == 0, -row["rerank_weight"], -row["rerank_depth"],
-            row["first_stage"] == "dense")
 
 
 @timed("select")
@@ -101,12 +124,13 @@ def select_served(run_dir: str | Path) -> ServedConfig:
     rerank = ctx.run.reranker.exists() and cfg.rerank.enabled
     depths, weights = _grid(ctx)
     rows = _candidates(rec, qs, tg, depths, weights, rerank)
-    best = max(rows, key=_simpler)
+    best = choose(rows)
     dense_rr = [r for r in rows if r["first_stage"] == "dense" and r["rerank_depth"] > 0]
-    validation = {"users": len(users), "metric": "NDCG@10", "grid": rows,
-                  "dense_rerank": ({"depth": (b := max(dense_rr, key=_simpler))["rerank_depth"],
-                                    "weight": b["rerank_weight"], "val_ndcg@10": b["val_ndcg@10"]}
-                                   if dense_rr else None)}
+    b = max(dense_rr, key=lambda r: (r["val_ndcg@10"], -r["rerank_weight"], -r["rerank_depth"])) if dense_rr else None
+    validation = {"users": len(users), "metric": "NDCG@10", "rule": "one standard error",
+                  "grid": [{k: v for k, v in r.items() if k != "per_user"} for r in rows],
+                  "dense_rerank": ({"depth": b["rerank_depth"], "weight": b["rerank_weight"],
+                                    "val_ndcg@10": b["val_ndcg@10"]} if b else None)}
     served = ServedConfig(best["first_stage"], best["rerank_depth"], best["rerank_weight"], "validation", validation)
     served.save(ctx.run)
     logger.info("served: %s (validation NDCG@10 %.4f over %d users; %d candidates)", served.label,
