@@ -1,4 +1,9 @@
-"""The HTTP endpoints: parse a request body (pydantic), call one :class:`Service` method, answer JSON."""
+"""The HTTP endpoints: parse a request body (pydantic), call one :class:`Service` method, answer JSON.
+
+Every endpoint is ``async``: FastAPI runs plain ``def`` endpoints in a thread pool, where they would read the
+Recommender while the event loop changes it; here they all run on the loop thread, one at a time, and only
+model forward passes leave it (:mod:`~recsys_llm.serve.app.batching`).
+"""
 
 from __future__ import annotations
 
@@ -38,12 +43,12 @@ def _items(svc: Service, ids: np.ndarray, scores: np.ndarray | None = None) -> s
 
 
 @router.get("/", include_in_schema=False)
-def page() -> FileResponse:
+async def page() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
 @router.get("/health", tags=["status"])
-def health(request: Request) -> dict:
+async def health(request: Request) -> dict:
     """Alive, with what this worker serves (catalogue size, users, change log position)."""
     svc = _service(request)
     svc.fresh()
@@ -51,14 +56,14 @@ def health(request: Request) -> dict:
 
 
 @router.get("/ready", tags=["status"])
-def ready(request: Request) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
     """200 once the run is loaded and the models a query needs are warm; 503 before."""
     ok = bool(getattr(request.app.state, "ready", False))
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", tags=["status"])
-def metrics(request: Request) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus: request counts and latency per endpoint, catalogue size, known users."""
     svc, m = _service(request), request.app.state.metrics
     svc.fresh()
@@ -83,7 +88,7 @@ async def anonymous(body: s.AnonymousRequest, request: Request) -> s.Recommendat
 
 
 @router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"])
-def user(user_id: str, request: Request) -> s.UserOut:
+async def user(user_id: str, request: Request) -> s.UserOut:
     """A user's history as the service knows it (training data plus posted interactions)."""
     svc = _service(request)
     svc.fresh()
@@ -91,7 +96,7 @@ def user(user_id: str, request: Request) -> s.UserOut:
 
 
 @router.get("/users", tags=["users"])
-def users(request: Request, limit: int = Query(50, ge=1, le=10_000)) -> dict:
+async def users(request: Request, limit: int = Query(50, ge=1, le=10_000)) -> dict:
     """Some known user ids (for the page's picker)."""
     svc = _service(request)
     svc.fresh()
@@ -100,7 +105,7 @@ def users(request: Request, limit: int = Query(50, ge=1, le=10_000)) -> dict:
 
 
 @router.get("/items/{item_id}/similar", response_model=s.ItemList, tags=["items"])
-def similar(item_id: str, request: Request, k: int = Query(10, ge=1, le=s.MAX_K)) -> s.ItemList:
+async def similar(item_id: str, request: Request, k: int = Query(10, ge=1, le=s.MAX_K)) -> s.ItemList:
     """The k live items nearest to an item."""
     svc = _service(request)
     return _items(svc, *svc.similar(item_id, k))

@@ -36,6 +36,7 @@ class Service:
                                                                      show_progress=False),
                                   window_ms, max_batch=64, name="encode-users")
         self.cross = MicroBatcher(self._cross_scores, window_ms, max_batch=32, name="cross-encoder")
+        self._write_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None  # made in the serving loop
         self.started = time.time()
 
     @property
@@ -144,13 +145,17 @@ class Service:
     async def _writing(self) -> AsyncIterator[None]:
         """Hold the change log's lock (other workers wait), with every earlier change applied."""
         log = self.live.log
-        while (fd := log.try_lock()) is None:
-            await asyncio.sleep(0.002)
-        try:
-            self.live.sync()
-            yield
-        finally:
-            log.unlock(fd)
+        loop = asyncio.get_running_loop()
+        if self._write_lock is None or self._write_lock[0] is not loop:
+            self._write_lock = (loop, asyncio.Lock())
+        async with self._write_lock[1]:  # this process's writers in arrival order
+            while (fd := log.try_lock()) is None:  # other processes' writers
+                await asyncio.sleep(0.002)
+            try:
+                self.live.sync()
+                yield
+            finally:
+                log.unlock(fd)
 
     async def add_items(self, rows: list[dict[str, str]], upsert: bool) -> list[str]:
         frame = pd.DataFrame(rows)
@@ -168,10 +173,12 @@ class Service:
     async def interact(self, events: list[dict[str, Any]]) -> dict[str, int]:
         now = int(time.time())
         events = [{**e, "timestamp": now if e.get("timestamp") is None else e["timestamp"]} for e in events]
-        async with self._writing():  # the users' new text vectors are encoded once, here, and logged
-            texts = self.live.interaction_texts(events)
-            vectors = await self.users.submit(list(texts.values())) if texts else []
-            return self.live.write_interactions(events, dict(zip(texts, vectors, strict=True)))
+        self.fresh()
+        texts = self.live.interaction_texts(events)  # unknown items fail here
+        vectors = dict(zip(texts, await self.users.submit(list(texts.values())), strict=True)) if texts else {}
+        async with self._writing():  # the users' new text vectors, encoded once (batched) and logged
+            now = self.live.interaction_texts(events)  # a write in between changed a history: no vector
+            return self.live.write_interactions(events, {u: v for u, v in vectors.items() if now.get(u) == texts[u]})
 
     async def refresh(self) -> dict[str, Any]:
         async with self._writing():
