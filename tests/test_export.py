@@ -127,6 +127,7 @@ def test_export_without_reranker(exported, tmp_path):
     assert set(meta["graphs"]) == {"encoder.onnx"} and meta["source"]["rerank-train"] is None
 
 
+@pytest.mark.slow
 def test_bench_export_runs_on_the_tiny_run(exported, tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
