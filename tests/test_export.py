@@ -6,7 +6,11 @@ Everything runs on a copy of the tiny run of ``conftest.tiny_run`` (2-layer, 32-
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +26,8 @@ from recsys_llm.rerank.cross_encoder import CrossEncoder  # noqa: E402
 from recsys_llm.run import Context, RunDir  # noqa: E402
 from recsys_llm.serve.recommender import Recommender  # noqa: E402
 from recsys_llm.stages.export import export_models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +125,16 @@ def test_export_without_reranker(exported, tmp_path):
     shutil.copytree(exported, run, ignore=shutil.ignore_patterns("export", "reranker"))
     meta = export_models(run)
     assert set(meta["graphs"]) == {"encoder.onnx"} and meta["source"]["rerank-train"] is None
+
+
+@pytest.mark.slow
+def test_bench_export_runs_on_the_tiny_run(exported, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(ROOT / "eval" / "bench_export.py"), "--run-dir", str(exported), "--items", "20",
+                    "--users", "10", "--repeats", "1", "--variants", "onnx-int8", "--json", str(out)],
+                   capture_output=True, text=True, timeout=300, check=True, env=env)
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"torch-fp32", "onnx-int8"}
+    assert rows["torch-fp32"]["cosine_min"] > 0.9999 and rows["onnx-int8"]["cosine_min"] > 0.98
+    assert rows["onnx-int8"]["items_per_s"] > 0 and rows["onnx-int8"]["peak_rss_mb"] > 0
