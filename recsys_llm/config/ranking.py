@@ -212,7 +212,7 @@ class HybridConfig(Section):
         "Weights tried for the text-neighbour bridge on items without interactions, chosen on validation with "
         "every item treated as cold (its own column unused); [0] = off."))
     lexical_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=meta(
-        "Weights tried for BM25 over the item texts on items without interactions (weight lex * (1 - t_i)), chosen "
+        "Weights tried for BM25 over the item texts on items without interactions (the cold-item fallback), chosen "
         "with the bridge on validation with every item treated as cold (bridge + lexical <= 1; lexical 1 = BM25 "
         "alone on cold items); [0] = off."))
     fewshot_reveal: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20], metadata=meta(

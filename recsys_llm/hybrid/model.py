@@ -6,7 +6,7 @@ collaborative scores ``c`` (``x_u @ S``, ``x_u`` the user's history, optionally 
 item-item matrix from EASE or ItemKNN fitted on the training interactions)::
 
     t_i = n_i / (n_i + confidence)                       (t_i = 1 for n_i > 0 when confidence = 0)
-    a_i = w t_i (own evidence),  g_i = bridge (1 - t_i) (borrowed through text),  l_i = lex (1 - t_i) (BM25)
+    a_i = w t_i (own evidence),  g_i = bridge (1 - t_i) (borrowed through text),  l_i = lex [t_i = 0] (BM25)
     weighted:  score_i = (1 - a_i - g_i - l_i) z(d)_i + a_i z(c)_i + g_i z(b)_i + l_i z(l)_i
     rrf:       the same weights on reciprocal ranks 1 / (60 + rank)
     b = z(c) @ N^T,  N[i, j] = softmax_j(cos(e_i, e_j) / temperature) over the k nearest items j != i with n_j > 0
@@ -261,7 +261,8 @@ def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray
         bridged: ``(b, n)`` borrowed collaborative scores ``b`` (:meth:`HybridModel.bridge_scores`), or None.
         bridge_weight: its weight ``bridge`` in ``[0, 1]`` on items without evidence of their own.
         lexical: ``(b, n)`` BM25 scores ``l`` (:class:`~recsys_llm.hybrid.lexical.LexicalScorer`), or None.
-        lexical_weight: its weight ``lex`` on items without evidence of their own (``bridge + lex <= 1``).
+        lexical_weight: its weight ``lex`` on items without any interaction (``bridge + lex <= 1``): the
+            cold-item fallback, so warm items are ranked as without it.
     """
     if dense.shape != collab.shape or trust.shape != (dense.shape[1],):
         raise ValueError(f"dense {dense.shape}, collaborative {collab.shape} and trust {trust.shape} disagree")
@@ -279,8 +280,8 @@ def fuse(dense: np.ndarray, collab: np.ndarray, weight: float, trust: np.ndarray
     if bridged is not None and bridge_weight > 0:
         g = np.where(flat, 0.0, bridge_weight * (1.0 - trust[None, :])).astype(np.float32)  # (b, n) borrowed
         rest, terms = rest - g, [*terms, (g, bridged)]
-    if lexical is not None and lexical_weight > 0:  # a user without evidence: every item is cold to them
-        lw = np.where(flat, lexical_weight, lexical_weight * (1.0 - trust[None, :])).astype(np.float32)
+    if lexical is not None and lexical_weight > 0:  # items without evidence (every item, for a user without any)
+        lw = np.where(flat, lexical_weight, lexical_weight * (trust[None, :] == 0)).astype(np.float32)
         rest, terms = rest - lw, [*terms, (lw, lexical)]
     out = rest * part(dense)
     out += a * part(collab)

@@ -164,7 +164,7 @@ def _fused(cs: CandidateSet, rows: slice, trust: np.ndarray, w: np.ndarray, g: n
             gg[:, flat] = 0.0
         rest, terms = rest - gg, [*terms, (gg, cs.names.index("bridge"))]
     if "lexical" in cs.names and lw.any():
-        ll = lw[:, None, None] * (np.float32(1.0) - t)
+        ll = lw[:, None, None] * (t == 0)
         if flat.any():
             ll[:, flat] = lw[:, None, None]
         rest, terms = rest - ll, [*terms, (ll, cs.names.index("lexical"))]
