@@ -6,8 +6,7 @@ The rule, in order (``n`` items of dimension ``d``; the budget defaults to half 
 condition                                        factory (n = 1M, d = 384)              bytes per item (d=384)
 ==============================================  ====================================  ======================
 ``n <= 50,000``                                  ``Flat`` (exact)                       ``4d + 8`` = 1,544
-CPU search and ``n * (5d + 8) <= budget``        ``IVF4096_HNSW32,SQ8,RFlat``, k_f. 4   ``5d + 8`` = 1,928
-``n * (4d + 8) <= budget`` (GPU search)          ``IVF4096_HNSW32,Flat``                ``4d + 8`` = 1,544
+``n * (4d + 8) <= budget``                       ``IVF4096_HNSW32,Flat``                ``4d + 8`` = 1,544
 ``n * (d + 8) <= budget``                        ``IVF4096_HNSW32,SQ8``                 ``d + 8`` = 392
 largest ``m`` in 64, 48, 32, 16, 8 dividing d,   ``OPQ{m},IVF{nlist},PQ{m}``            ``m + 8`` = 72 (m = 64)
 with ``n * (m + 8) <= budget``
@@ -16,12 +15,8 @@ otherwise                                        error: raise the budget or use 
 
 ``nlist`` is the power of two nearest ``4 sqrt(n)`` (at least 16; :func:`ivf_nlist`): ~250 items per list at
 1M. More, smaller lists than the textbook ``sqrt(n)`` make each probe cheaper, and the tuned ``nprobe`` grows
-less than the list count shrinks. On the CPU the lists hold 8-bit codes (``SQ8``: a quarter of the memory
-traffic of float32 per scanned item) and the ``K_FACTOR * k`` best of them are re-ranked with exact float32
-scores (``RFlat``), so recall is that of ``IVF,Flat`` at the same ``nprobe``, at higher queries/s: at 1M x 384
-(``eval/bench_index_scale.py``, 2 cores) 145x exact search against 97x for ``IVF4096_HNSW32,Flat`` and 73x for
-IVF1024 on the synthetic set, each at recall@10 >= 0.95. Refine indexes cannot run on a GPU and delete with
-tombstones, so with a GPU (``gpu=True``) the lists hold float32 vectors instead. From ``nlist >= 2048`` the coarse quantizer is an HNSW graph over
+less than the list count shrinks: at 1M x 384 (``eval/bench_index_scale.py``) IVF4096 reaches recall@10 0.95
+at about twice the queries/s of IVF1024. From ``nlist >= 2048`` the coarse quantizer is an HNSW graph over
 the centroids (``IVF{nlist}_HNSW32``): assigning 1M items (and each query) to 4,096 centroids by brute force
 costs as much as a probe of 16 lists, the graph a fraction of that. Training runs on a seeded sample of
 ``TRAIN_PER_LIST`` (16) vectors per list with ``TRAIN_ITERS`` (10) k-means iterations: centroids a little
@@ -38,11 +33,9 @@ Example:
     >>> auto_factory(9_742, 384).factory
     'Flat'
     >>> auto_factory(1_000_000, 384, memory_budget=8 * 2**30).factory
-    'IVF4096_HNSW32,SQ8,RFlat'
-    >>> auto_factory(1_000_000, 384, memory_budget=8 * 2**30, gpu=True).factory
     'IVF4096_HNSW32,Flat'
     >>> auto_factory(200_000, 384, memory_budget=8 * 2**30).factory
-    'IVF2048_HNSW32,SQ8,RFlat'
+    'IVF2048_HNSW32,Flat'
     >>> auto_factory(100_000_000, 384, memory_budget=16 * 2**30).factory
     'OPQ64,IVF32768_HNSW32,PQ64'
 """
@@ -54,7 +47,7 @@ import os
 from dataclasses import dataclass
 
 from recsys_llm.index.exact import ExactIndex
-from recsys_llm.index.faiss_index import FaissIndex, faiss_gpus
+from recsys_llm.index.faiss_index import FaissIndex
 from recsys_llm.index.milvus_index import MilvusIndex
 
 EXACT_MAX_ITEMS = 50_000
@@ -63,7 +56,6 @@ LISTS_PER_SQRT = 4
 HNSW_QUANTIZER_FROM = 2048
 TRAIN_PER_LIST = 16
 TRAIN_ITERS = 10
-K_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,6 @@ class IndexChoice:
     reason: str
     train_sample: int | None = None
     train_iters: int | None = None
-    k_factor: int | None = None
 
 
 def default_memory_budget() -> int:
@@ -96,9 +87,8 @@ def ivf_spec(nlist: int) -> str:
     return f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_FROM else f"IVF{nlist}"
 
 
-def auto_factory(n_items: int, dim: int, memory_budget: int | None = None, gpu: bool = False) -> IndexChoice:
-    """The factory string for ``n_items`` vectors of ``dim`` within ``memory_budget`` bytes (see module doc);
-    ``gpu``: the index will be searched on a GPU (no refine stage there).
+def auto_factory(n_items: int, dim: int, memory_budget: int | None = None) -> IndexChoice:
+    """The factory string for ``n_items`` vectors of ``dim`` within ``memory_budget`` bytes (see module doc).
 
     Raises:
         ValueError: bad arguments, or the catalog does not fit the budget even at 8 bytes per vector.
@@ -116,11 +106,6 @@ def auto_factory(n_items: int, dim: int, memory_budget: int | None = None, gpu: 
     ivf = ivf_spec(nlist)
     train = {"train_sample": max(10_000, TRAIN_PER_LIST * nlist), "train_iters": TRAIN_ITERS}
     lists = f"{nlist} lists (~{n_items // nlist} items each), trained on {train['train_sample']:,} sampled vectors"
-    refine = 5 * dim + ID_BYTES  # SQ8 codes + float32 copies
-    if not gpu and n_items * refine <= budget:
-        return IndexChoice(f"{ivf},SQ8,RFlat", refine, f"8-bit codes + float32 copies for the exact re-ranking "
-                           f"({n_items * refine / 2**30:.1f} GiB) fit the {gib:.1f} GiB budget; {lists}; "
-                           f"k_factor {K_FACTOR}", k_factor=K_FACTOR, **train)
     if n_items * flat <= budget:
         return IndexChoice(f"{ivf},Flat", flat, f"full float32 vectors ({n_items * flat / 2**30:.1f} GiB) fit "
                            f"the {gib:.1f} GiB budget; {lists}", **train)
@@ -149,17 +134,16 @@ def index_from_config(cfg, dim: int, n_items: int, milvus_uri: str = "milvus.db"
         return (MilvusIndex(dim, uri=cfg.milvus_uri or milvus_uri, collection=cfg.milvus_collection,
                             index_type=cfg.milvus_index_type, drop_existing=True),
                 f"index.backend=milvus: {cfg.milvus_index_type} at {cfg.milvus_uri or milvus_uri}")
-    train_sample, train_iters, k_factor = cfg.train_sample or None, None, cfg.k_factor or None
+    train_sample, train_iters = cfg.train_sample or None, None
     if cfg.factory == "auto":
         budget = int(cfg.memory_budget_gb * 2**30) if cfg.memory_budget_gb else None
-        choice = auto_factory(n_items, dim, budget, gpu=cfg.use_gpu != "no" and faiss_gpus() > 0)
+        choice = auto_factory(n_items, dim, budget)
         factory, reason = choice.factory, f"auto: {choice.factory} ({choice.reason})"
         train_sample, train_iters = train_sample or choice.train_sample, choice.train_iters
-        k_factor = k_factor or choice.k_factor
     else:
         factory, reason = cfg.factory, f"index.factory={cfg.factory}"
     index = FaissIndex(dim, factory, use_gpu=cfg.use_gpu, nprobe=cfg.nprobe or None,
                        ef_search=cfg.ef_search or None, train_sample=train_sample, train_iters=train_iters,
-                       k_factor=k_factor,
+                       k_factor=cfg.k_factor or None,
                        float16=cfg.float16, shard=cfg.shard, num_gpus=cfg.num_gpus or None)
     return index, reason
