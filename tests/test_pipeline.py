@@ -109,11 +109,14 @@ def test_unknown_user_is_a_clear_error(tiny_run, capsys):
 
 
 def test_coldstart_items_become_recommendable(tiny_run, tmp_path):
+    import shutil
+
     from recsys_llm.artifacts import load_embeddings, load_run_index
     from recsys_llm.coldstart import full_catalog
     from recsys_llm.run import RunDir
     from recsys_llm.serve import Recommender, ServedConfig
 
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run stays as the fixture built it
     new = tmp_path / "new.csv"
     pd.DataFrame({"item_id": ["n1", "n2"], "title": ["Orbit", "Soup"],
                   "genres": ["space rocket astronaut", "cooking recipe kitchen"]}).to_csv(new, index=False)
