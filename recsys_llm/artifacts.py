@@ -27,11 +27,11 @@ from recsys_llm import lineage
 from recsys_llm.config import PipelineConfig
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.encoder.onnx_encoder import OnnxTextEncoder, TextEncoder
-from recsys_llm.encoder.onnx_graph import file_sha256
 from recsys_llm.encoder.user_pooling import PoolingUserModel
 from recsys_llm.hybrid import HybridModel
 from recsys_llm.index.base import IndexMismatchError, VectorIndex
 from recsys_llm.index.registry import load_index
+from recsys_llm.io_utils import file_sha256
 from recsys_llm.rerank.base import Reranker
 from recsys_llm.rerank.cross_encoder import CrossEncoder
 from recsys_llm.rerank.onnx_reranker import OnnxCrossEncoder

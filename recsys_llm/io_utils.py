@@ -5,6 +5,7 @@ A crash mid-write never leaves a half-written artifact under the final name; the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -115,3 +116,12 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (artifacts record it; a changed file is refused)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections.abc import Mapping
@@ -108,12 +107,3 @@ def run_session(sess: Any, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
         raise ValueError(f"the ONNX graph needs inputs {sorted(missing)} that the tokenizer did not produce; "
                          "export again with the same backbone")
     return sess.run(None, feed)[0]
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (an exported graph is refused when it changed since the export)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from tqdm.auto import tqdm
 
 from recsys_llm.device import resolve_device
 from recsys_llm.encoder.histories import flatten_histories, pack_rows
-from recsys_llm.io_utils import atomic_path, atomic_write_json, load_json
+from recsys_llm.io_utils import atomic_path, atomic_write_json, file_sha256, load_json
 
 __all__ = ["FORMAT_VERSION", "PoolingUserModel", "encode_histories", "encode_ids", "item_matrix"]
 
@@ -157,7 +156,7 @@ class PoolingUserModel(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_path(folder / WEIGHTS_FILE) as tmp:
             save_file(tensors, str(tmp))
-            sha = _sha256(tmp)
+            sha = file_sha256(tmp)
         # the json names the weights' sha256: a crash between the two renames cannot pass as a valid pair
         meta = {**self.config(), "format_version": FORMAT_VERSION, "weights_sha256": sha,
                 "metadata": dict(metadata or {})}
@@ -190,7 +189,7 @@ class PoolingUserModel(nn.Module):
             model = cls(dim, max_items)  # type: ignore[arg-type]
         except ValueError as e:
             raise ValueError(f"{folder / META_FILE}: {e}") from None
-        if _sha256(folder / WEIGHTS_FILE) != meta.get("weights_sha256"):
+        if file_sha256(folder / WEIGHTS_FILE) != meta.get("weights_sha256"):
             raise ValueError(f"{folder / WEIGHTS_FILE} does not match the sha256 recorded in {META_FILE} "
                              f"(corrupt, edited or from another save); {_MAKE_IT} again")
         tensors = load_file(str(folder / WEIGHTS_FILE))
@@ -259,11 +258,3 @@ def item_matrix(item_emb: np.ndarray, dim: int | None) -> np.ndarray:
 def encode_ids(model: PoolingUserModel, item_t: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
     """:meth:`PoolingUserModel.pool_ids` of a packed ``(b, L)`` id matrix: ``(b, dim)``, items' device."""
     return model.pool_ids(item_t, torch.from_numpy(ids).to(item_t.device))
-
-
-def _sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

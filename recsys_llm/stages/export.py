@@ -34,8 +34,8 @@ from recsys_llm import lineage
 from recsys_llm.artifacts import EXPORT_FILE, export_graphs, load_encoder, reading
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.encoder.onnx_encoder import OnnxTextEncoder, export_encoder
-from recsys_llm.encoder.onnx_graph import file_sha256, quantize_int8
-from recsys_llm.io_utils import atomic_dir, atomic_write_json
+from recsys_llm.encoder.onnx_graph import quantize_int8
+from recsys_llm.io_utils import atomic_dir, atomic_write_json, file_sha256
 from recsys_llm.rerank.cross_encoder import CrossEncoder
 from recsys_llm.rerank.onnx_reranker import OnnxCrossEncoder, export_cross_encoder
 from recsys_llm.run import Context, timed
