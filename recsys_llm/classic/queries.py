@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,10 +24,15 @@ from recsys_llm.data.splits import histories, targets
 from recsys_llm.protocol import sample_users
 from recsys_llm.ranking import topk_metrics
 
-if TYPE_CHECKING:
-    from recsys_llm.classic.base import Recommender
-
 __all__ = ["Validation", "query_matrix", "recency_weights"]
+
+
+class Ranker(Protocol):
+    """What :class:`Validation` scores: anything with ``recommend`` (every ``classic.base.Recommender``), so this
+    module does not import ``classic.base``, which imports it."""
+
+    def recommend(self, users: np.ndarray, histories: Sequence[np.ndarray], k: int,
+                  seen: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def recency_weights(history: np.ndarray, halflife: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -149,11 +154,11 @@ class Validation:
         users = sample_users(users, max_users, seed)  # the same draw as protocol.validation_users
         return cls(users, [hist[u] for u in users], [tg[u] for u in users], k=k)
 
-    def ndcg(self, model: Recommender) -> float:
+    def ndcg(self, model: Ranker) -> float:
         """Mean validation NDCG@k of a fitted model (users without targets do not count)."""
         return float(np.nanmean(self.per_user(model)))
 
-    def per_user(self, model: Recommender) -> np.ndarray:
+    def per_user(self, model: Ranker) -> np.ndarray:
         """Per-user validation NDCG@k, float64 ``(n,)``."""
         ids = model.recommend(self.users, self.histories, self.k, seen=self.exclude)[1]  # (n, k)
         return topk_metrics(ids, self.targets, self.k, ("ndcg",))[f"ndcg@{self.k}"]
