@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +42,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from recsys_llm.serve.live import LiveRecommender  # noqa: E402
 from recsys_llm.serve.served import ServedConfig  # noqa: E402
 
-MIX = [("recommend", 0.80), ("anonymous", 0.05), ("similar", 0.05), ("add_item", 0.05), ("interaction", 0.05)]
+MIXES = {"mixed": [("recommend", 0.80), ("anonymous", 0.05), ("similar", 0.05), ("add_item", 0.05),
+                   ("interaction", 0.05)],
+         "recommend": [("recommend", 1.0)]}  # the aims' workload: known-user recommendations only
+MIX = MIXES["mixed"]
 TEXTS = ["space rocket astronaut", "a cooking show", "slow-burning crime drama", "comedy about a family",
          "animated adventure for kids", "documentary about the sea"]
 
@@ -80,15 +84,15 @@ def kill_service(proc: subprocess.Popen) -> None:
 class Traffic:
     """Random requests of the mix; remembers acknowledged writes."""
 
-    def __init__(self, users: list[str], items: list[str], seed: int, rerank: bool) -> None:
-        self.users, self.items, self.rerank = users, items, rerank
+    def __init__(self, users: list[str], items: list[str], seed: int, rerank: bool, mix: str = "mixed") -> None:
+        self.users, self.items, self.rerank, self.mix = users, items, rerank, MIXES[mix]
         self.rng = random.Random(seed)
         self.acked_items: list[str] = []
         self.acked_events: list[tuple[str, str]] = []
         self.n = 0
 
     def pick(self) -> str:
-        return self.rng.choices([m for m, _ in MIX], [w for _, w in MIX])[0]
+        return self.rng.choices([m for m, _ in self.mix], [w for _, w in self.mix])[0]
 
     def request(self, op: str, tag: str) -> tuple[str, str, dict | None]:
         rng = self.rng
@@ -116,23 +120,56 @@ class Traffic:
             self.acked_events.append((ev["user_id"], ev["item_id"]))
 
 
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: the load generator shares the service's 2
+    cores, and httpx spends ~5x more CPU per request than this (JSON bodies, Content-Length answers only)."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: dict | None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        data = json.dumps(body).encode() if body is not None else b""
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n").encode()
+        self.writer.write(head + data)
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:]) if k.lower() == b"content-length")
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def client(url: str, traffic: Traffic, tag: str, stop_at: float, lat: dict, errors: dict) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+    conn = Connection(url)
+    try:
         while time.perf_counter() < stop_at:
             op = traffic.pick()
             method, path, body = traffic.request(op, tag)
             t0 = time.perf_counter()
             try:
-                r = await c.request(method, path, json=body)
-                ok = r.status_code == 200
-            except httpx.HTTPError as e:
-                ok, r = False, None
+                status, text = await asyncio.wait_for(conn.request(method, path, body), 60)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, StopIteration) as e:
+                lat[op].append(time.perf_counter() - t0)
                 errors[op].append(type(e).__name__)
+                await conn.close()
+                conn = Connection(url)  # a fresh connection for the next request
+                continue
             lat[op].append(time.perf_counter() - t0)
-            if ok:
+            if status == 200:
                 traffic.acknowledged(op, body)
-            elif r is not None:
-                errors[op].append(f"{r.status_code} {r.text[:120]}")
+            else:
+                errors[op].append(f"{status} {text[:120].decode(errors='replace')}")
+    finally:
+        await conn.close()
 
 
 async def http_phase(url: str, traffic: Traffic, clients: int, duration: float) -> dict:
@@ -163,15 +200,16 @@ def in_process(run: Path, traffic: Traffic, duration: float) -> dict:
     rec = live.rec
     rec.encoder  # noqa: B018
     lat: dict[str, list[float]] = defaultdict(list)
+    blas = threadpool_limits(limits=1, user_api="blas")  # as the service runs (create_app's blas_threads)
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < duration:
         op = traffic.pick()
         _, _, body = traffic.request(op, "inproc")
         s = time.perf_counter()
         if op == "recommend":
-            live.recommend(body["user_id"], k=10, served=None if traffic.rerank else _no_rerank(rec))
+            live.rec.rows(*live.list_user(body["user_id"], k=10, served=None if traffic.rerank else _no_rerank(rec)))
         elif op == "anonymous":
-            rec.recommend_new(items=body.get("items", []), text=body.get("text"), k=10)
+            rec.rows(*rec.list_new(items=body.get("items", []), text=body.get("text"), k=10))
         elif op == "similar":
             rec.similar(int(rec.item_internal([traffic.rng.choice(traffic.items)])[0]), 10)
         elif op == "add_item":
@@ -188,6 +226,7 @@ def in_process(run: Path, traffic: Traffic, duration: float) -> dict:
                 vectors = rec.encode_user_texts(list(texts.values())) if texts else []
                 live.write_interactions(body["events"], dict(zip(texts, vectors, strict=True)))
         lat[op].append(time.perf_counter() - s)
+    blas.restore_original_limits()
     return summarise(lat, {}, time.perf_counter() - t0)
 
 
@@ -234,6 +273,8 @@ def main() -> None:
     p.add_argument("--inproc-duration", type=float, default=None, help="seconds in process (default --duration)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--rerank", action="store_true", help="recommend with the served reranker")
+    p.add_argument("--mix", choices=sorted(MIXES), default="mixed",
+                   help="mixed: the issue's traffic mix (default); recommend: known-user recommendations only")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -245,9 +286,9 @@ def main() -> None:
     # 2. users and items to ask about
     users = pd.read_parquet(run / "data" / "users.parquet")["user_id"].astype(str).tolist()
     items = pd.read_parquet(run / "data" / "items.parquet")["item_id"].astype(str).tolist()
-    traffic = Traffic(users, items, args.seed, args.rerank)
+    traffic = Traffic(users, items, args.seed, args.rerank, args.mix)
     proc, url = start_service(run, args.workers, log)
-    results: dict = {"command": " ".join(sys.argv), "workers": args.workers, "rerank": args.rerank,
+    results: dict = {"command": " ".join(sys.argv), "workers": args.workers, "rerank": args.rerank, "mix": args.mix,
                      "cpus": os.cpu_count(), "phases": {}}
     # 3. the HTTP phases
     try:
@@ -258,7 +299,7 @@ def main() -> None:
     finally:
         kill_service(proc)
     # 4. in process, same mix
-    inproc = in_process(inproc_run, Traffic(users, items, args.seed + 1, args.rerank),
+    inproc = in_process(inproc_run, Traffic(users, items, args.seed + 1, args.rerank, args.mix),
                         args.inproc_duration or args.duration)
     results["in_process"] = inproc
     print(table("in-process LiveRecommender (1 thread)", inproc))

@@ -43,6 +43,15 @@ class IdMap:
         """Map external ids to internal ids; unknown ids become -1 (callers decide: raise or drop)."""
         return self._index.get_indexer(normalise_external(pd.Series(external_ids))).astype(np.int64)
 
+    def lookup(self, external_id: str) -> int:
+        """Internal id of one external id given as a string (-1 when unknown): a dict lookup, for serving
+        one request at a time (:meth:`to_internal` builds pandas objects, ~1 ms a call)."""
+        return self._dict.get(str(external_id).strip(), -1)
+
+    @cached_property
+    def _dict(self) -> dict[str, int]:
+        return {str(x): i for i, x in enumerate(self.external.tolist())}
+
     @cached_property
     def _index(self) -> pd.Index:
         """The lookup table, built on first use (the map never changes; a frozen dataclass)."""

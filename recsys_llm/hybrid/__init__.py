@@ -1,17 +1,15 @@
-"""The hybrid: dense text scores fused with a collaborative item-item model (:mod:`recsys_llm.hybrid.model`),
+"""The hybrid: dense text scores fused with a collaborative item-item model (:mod:`recsys_llm.hybrid.model`,
+the collaborative source in :mod:`recsys_llm.hybrid.collaborative`),
 and the validation search of its settings over candidate lists (:mod:`recsys_llm.hybrid.search`)."""
 
 from __future__ import annotations
 
+from recsys_llm.hybrid.collaborative import CF_MODELS, CollaborativeScorer, _prune_columns, fit_collaborative
 from recsys_llm.hybrid.model import (
-    CF_MODELS,
     FORMAT,
     META_FILE,
-    CollaborativeScorer,
     HybridModel,
-    _prune_columns,
     bridge_scores,
-    fit_collaborative,
     fuse,
     item_trust,
     ndcg_at,

@@ -27,7 +27,7 @@ import bm25s
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_llm.hybrid.sparse import load_sparse, save_sparse
+from recsys_llm.hybrid.sparse import load_sparse, rows_dot, save_sparse
 
 __all__ = ["LEXICAL_FILE", "LexicalScorer"]
 
@@ -81,6 +81,13 @@ class LexicalScorer:
         """``(len(histories), n_items)`` float32 BM25 scores; items beyond the fitted ones score 0, and history
         ids beyond them add no query terms."""
         n_out = self.n_items if n_items is None else int(n_items)
+        if len(histories) == 1:  # serving: one query, numpy gathers instead of scipy products (same sums)
+            h = np.asarray(histories[0], dtype=np.int64).ravel()[-self.query_items :]
+            h = h[(h >= 0) & (h < self.n_items)]
+            out = np.zeros((1, n_out), dtype=np.float32)
+            query = rows_dot(self.counts, h, np.ones(len(h), np.float32))  # (vocab,) term counts
+            out[0, : min(n_out, self.n_items)] = (self.weights @ query)[:n_out]
+            return out
         rows, cols = [], []
         for r, h in enumerate(histories):
             h = np.asarray(h, dtype=np.int64).ravel()[-self.query_items :]

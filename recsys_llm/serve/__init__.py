@@ -7,12 +7,14 @@
 * :mod:`~recsys_llm.serve.catalogue`: :class:`LiveCatalogue`, items added, updated and retired without
   retraining.
 * :mod:`~recsys_llm.serve.filters`: filters on catalog columns.
+* :mod:`~recsys_llm.serve.listing`: a ranked list as records (the service) or a table (CLI, Python API).
 """
 
 from __future__ import annotations
 
 from recsys_llm.serve.catalogue import LiveCatalogue, UnknownIdError
+from recsys_llm.serve.listing import Listing
 from recsys_llm.serve.recommender import Query, Ranking, Recommender
 from recsys_llm.serve.served import ServedConfig
 
-__all__ = ["LiveCatalogue", "Query", "Ranking", "Recommender", "ServedConfig", "UnknownIdError"]
+__all__ = ["Listing", "LiveCatalogue", "Query", "Ranking", "Recommender", "ServedConfig", "UnknownIdError"]

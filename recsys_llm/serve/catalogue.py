@@ -103,8 +103,12 @@ class LiveCatalogue:
 
     def to_internal(self, item_ids: Sequence[str], source: str = "items") -> np.ndarray:
         """Internal ids of external item ids, in order; unknown ids are an error naming them."""
-        external = normalise_external(pd.Series(list(item_ids), dtype=object))
-        ids = self.idmap.to_internal(external)
+        if len(item_ids) <= 64 and all(isinstance(x, str) for x in item_ids):  # a request's few ids: dict lookups
+            external = np.asarray([x.strip() for x in item_ids], dtype=object)
+            ids = np.asarray([self.idmap.lookup(x) for x in external], dtype=np.int64)
+        else:
+            external = normalise_external(pd.Series(list(item_ids), dtype=object)).to_numpy(dtype=object)
+            ids = self.idmap.to_internal(external)
         if (ids < 0).any():
             sample = ", ".join(self.catalog["item_id"].astype(str).head(3))
             raise UnknownIdError(f"{source}: item ids not in the catalog: {external[ids < 0].tolist()[:5]} (ids look like "

@@ -42,10 +42,10 @@ from recsys_llm.encoder.user_pooling import PoolingUserModel, encode_histories
 from recsys_llm.hybrid import HybridModel
 from recsys_llm.protocol import tie_order
 from recsys_llm.rerank.base import Reranker, reorder
-from recsys_llm.rerank.explain import because
 from recsys_llm.run import ArtifactError, RunDir, read_npy, reading
 from recsys_llm.serve.catalogue import LiveCatalogue, UnknownIdError
 from recsys_llm.serve.filters import filter_mask
+from recsys_llm.serve.listing import Listing, listing_rows, records_frame
 from recsys_llm.serve.served import ServedConfig
 from recsys_llm.text.templates import history_text
 
@@ -167,7 +167,7 @@ class Recommender:
     # ------------------------------------------------------------------------------------------------ ids
     def user_internal(self, user_id: str) -> int:
         """Internal id of a known user's external id."""
-        internal = -1 if self.users is None else int(self.users.to_internal(pd.Series([str(user_id)]))[0])
+        internal = -1 if self.users is None else self.users.lookup(str(user_id))
         if internal < 0:
             raise UnknownIdError(f"user {user_id!r} is not known to this run; new users are served from a few "
                                  "items and/or a text (`recsys-llm coldstart user --items ... --text ...`)")
@@ -326,41 +326,42 @@ class Recommender:
     # ------------------------------------------------------------------------------------------- output
     def table(self, ids: np.ndarray, scores: np.ndarray, history: np.ndarray, stage: str | None = None
               ) -> pd.DataFrame:
-        """Recommendations as a frame with titles and "because you liked ..." (:func:`because`)."""
-        keep = ids >= 0
-        ids, scores = ids[keep], scores[keep]
-        why, sim = because(self.catalogue.vectors, history, ids)
-        has = why >= 0
-        external, titles = self.catalogue.idmap.external, self.catalogue.titles
-        return pd.DataFrame({
-            "rank": np.arange(1, len(ids) + 1),
-            "item": ids,
-            "item_id": external[ids],
-            "title": titles[ids],
-            "score": scores.astype(np.float32),
-            "stage": stage or self.served.label,
-            "because_item_id": np.where(has, external[np.maximum(why, 0)], ""),
-            "because": np.where(has, titles[np.maximum(why, 0)], ""),
-            "because_similarity": sim,
-        })
+        """Recommendations as a frame with titles and "because you liked ..." (:func:`because`); the
+        columns are :data:`~recsys_llm.serve.listing.COLUMNS`."""
+        return records_frame(self.rows(ids, scores, history, stage))
+
+    def rows(self, ids: np.ndarray, scores: np.ndarray, history: np.ndarray, stage: str | None = None
+             ) -> list[dict[str, Any]]:
+        """The recommendations as plain records (what the service answers; :meth:`table` as a frame)."""
+        return listing_rows(self.catalogue, Listing(ids, scores, history, stage or self.served.label))
 
     # ------------------------------------------------------------------------------------ external ids
     def recommend(self, user_id: str, k: int = 10, exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
                   served: ServedConfig | None = None) -> pd.DataFrame:
         """Top-``k`` for a known user (external id) as a table with titles and explanations."""
+        return self.table(*self.list_user(user_id, k, exclude, filters, served))
+
+    def list_user(self, user_id: str, k: int = 10, exclude: Sequence[str] = (),
+                  filters: Mapping[str, Any] | None = None, served: ServedConfig | None = None) -> Listing:
+        """:meth:`recommend` before the table: the ranked ids and scores (:meth:`rows` makes records)."""
         u = self.user_internal(user_id)
         extra = self.item_internal(exclude, "exclude") if len(exclude) else np.empty(0, np.int64)
         r = self.rank(users=[u], k=k, exclude=[np.union1d(self.known[u], extra)], filters=filters, served=served)
-        return self.table(r.ids[0], r.scores[0], self.known[u], r.stage)
+        return Listing(r.ids[0], r.scores[0], self.known[u], r.stage)
 
     def recommend_new(self, items: Sequence[str] = (), text: str | None = None, k: int = 10,
                       filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Top-``k`` for a new user from a few liked items (external ids, oldest first) and/or a text."""
+        return self.table(*self.list_new(items, text, k, filters))
+
+    def list_new(self, items: Sequence[str] = (), text: str | None = None, k: int = 10,
+                 filters: Mapping[str, Any] | None = None) -> Listing:
+        """:meth:`recommend_new` before the table."""
         if len(set(map(str, items))) != len(items):
             raise ValueError(f"items: ids repeated in {list(items)}; give each item once")
         hist = self.item_internal(items) if len(items) else np.empty(0, np.int64)
         r = self.rank(histories=[hist], texts=[text or ""], k=k, filters=filters)
-        return self.table(r.ids[0], r.scores[0], hist, r.stage)
+        return Listing(r.ids[0], r.scores[0], hist, r.stage)
 
     def add_items(self, new_items: pd.DataFrame, source: str = "new items", upsert: bool = False) -> np.ndarray:
         """Description-only items join the index, recommendable by the very next query (persisted first)."""

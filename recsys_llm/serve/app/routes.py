@@ -7,10 +7,11 @@ model forward passes leave it (:mod:`~recsys_llm.serve.app.batching`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
@@ -25,13 +26,14 @@ def _service(request: Request) -> Service:
     return request.app.state.service
 
 
-def _recs(table: pd.DataFrame, user_id: str | None) -> s.Recommendations:
-    stage = str(table["stage"].iloc[0]) if len(table) else ""
-    rows = table.drop(columns=["item", "stage"]).to_dict(orient="records")
-    for r in rows:
-        sim = r.get("because_similarity")
-        r["because_similarity"] = None if sim is None or not np.isfinite(sim) else float(sim)
-    return s.Recommendations(user_id=user_id, stage=stage, items=[s.Recommendation(**r) for r in rows])
+def _recs(rows: list[dict[str, Any]], user_id: str | None) -> dict[str, Any]:
+    """The body of :class:`~recsys_llm.serve.app.schemas.Recommendations` from :meth:`Recommender.rows`
+    (FastAPI validates it against the response model once; NaN similarity = no explanation = null)."""
+    items = [{k: v for k, v in r.items() if k not in ("item", "stage")} for r in rows]
+    for r in items:
+        if not math.isfinite(r["because_similarity"]):
+            r["because_similarity"] = None
+    return {"user_id": user_id, "stage": rows[0]["stage"] if rows else "", "items": items}
 
 
 def _items(svc: Service, ids: np.ndarray, scores: np.ndarray | None = None) -> s.ItemList:
@@ -75,14 +77,14 @@ async def metrics(request: Request) -> Response:
 
 
 @router.post("/recommend", response_model=s.Recommendations, tags=["recommend"])
-async def recommend(body: s.RecommendRequest, request: Request) -> s.Recommendations:
+async def recommend(body: s.RecommendRequest, request: Request) -> dict[str, Any]:
     """Top-k for a known user (or one who posted interactions), with "because you liked" per item."""
-    table = await _service(request).recommend(body.user_id, body.k, body.exclude, body.filters, body.rerank)
-    return _recs(table, body.user_id)
+    rows = await _service(request).recommend(body.user_id, body.k, body.exclude, body.filters, body.rerank)
+    return _recs(rows, body.user_id)
 
 
 @router.post("/recommend/anonymous", response_model=s.Recommendations, tags=["recommend"])
-async def anonymous(body: s.AnonymousRequest, request: Request) -> s.Recommendations:
+async def anonymous(body: s.AnonymousRequest, request: Request) -> dict[str, Any]:
     """Top-k for a new user from a few liked item ids and/or a text describing their taste."""
     return _recs(await _service(request).anonymous(body.items, body.text, body.k, body.filters), None)
 

@@ -82,7 +82,7 @@ class Service:
         return self.rec.reranker.score_candidates([t for t, _, _ in queries], ids, self.rec.catalogue.texts,
                                                   depth=max(d for _, _, d in queries))
 
-    async def _reranked(self, q: Query, k: int, filters: Mapping[str, Any] | None) -> pd.DataFrame:
+    async def _reranked(self, q: Query, k: int, filters: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         """:meth:`Recommender.rank` for one query (the same ``first_stage`` -> cross-encoder -> ``rerank``
         steps), its cross-encoder pass micro-batched with concurrent requests' in a worker thread."""
         rec, served = self.rec, self.rec.served
@@ -90,10 +90,10 @@ class Service:
         if len(top):
             ce = (await self.cross.submit([(rec.user_text(q), top, served.rerank_depth)]))[0, : len(top)]
             sc, top = rec.rerank(q, top, sc, served.rerank_depth, served.rerank_weight, ce=ce)
-        return rec.table(top[:k], sc[:k], rec.history(q), served.label)
+        return rec.rows(top[:k], sc[:k], rec.history(q), served.label)
 
     async def recommend(self, user_id: str, k: int, exclude: Sequence[str], filters: Mapping[str, Any] | None,
-                        rerank: bool) -> pd.DataFrame:
+                        rerank: bool) -> list[dict[str, Any]]:
         self.fresh()
         text = self.live.user_query_text(self.rec.user_internal(user_id))
         texts = [text] if text else []
@@ -102,12 +102,12 @@ class Service:
         try:
             if rerank and self.rec.served.reranks:
                 return await self._reranked(self.live.query(user_id, exclude), k, filters)
-            return self.live.recommend(user_id, k, exclude, filters, self._served(rerank))
+            return self.rec.rows(*self.live.list_user(user_id, k, exclude, filters, self._served(rerank)))
         finally:
             self._release(texts)
 
     async def anonymous(self, items: Sequence[str], text: str, k: int, filters: Mapping[str, Any] | None
-                        ) -> pd.DataFrame:
+                        ) -> list[dict[str, Any]]:
         self.fresh()
         if len(set(items)) != len(items):
             raise ValueError(f"items: ids repeated in {list(items)}; give each item once")
@@ -122,7 +122,7 @@ class Service:
         try:
             if self.rec.served.reranks:
                 return await self._reranked(self.rec.queries(histories=[hist], texts=[q.text])[0], k, filters)
-            return self.rec.recommend_new(items=list(items), text=q.text, k=k, filters=filters)
+            return self.rec.rows(*self.rec.list_new(items=list(items), text=q.text, k=k, filters=filters))
         finally:
             self._release(texts)
 

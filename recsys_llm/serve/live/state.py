@@ -27,6 +27,7 @@ import pandas as pd
 from recsys_llm.data.ids import IdMap
 from recsys_llm.encoder.user_pooling import encode_histories
 from recsys_llm.serve.catalogue import UnknownIdError
+from recsys_llm.serve.listing import Listing
 from recsys_llm.serve.live.changelog import ChangeLog, decode_vectors, encode_vectors
 from recsys_llm.serve.recommender import Query, Recommender
 from recsys_llm.serve.served import ServedConfig
@@ -146,7 +147,7 @@ class LiveRecommender:
             item = int(rec.item_internal([str(ev["item_id"])], "interactions.item_id")[0])
             uid = str(ev["user_id"])
             if uid not in out:
-                u = int(rec.users.to_internal(pd.Series([uid]))[0])
+                u = rec.users.lookup(uid)
                 out[uid] = rec.known[u] if u >= 0 else np.empty(0, np.int64)
             if item not in set(out[uid].tolist()):
                 out[uid] = np.append(out[uid], np.int64(item))
@@ -202,7 +203,7 @@ class LiveRecommender:
     def _user_or_new(self, user_id: str) -> int:
         rec = self.rec
         assert rec.users is not None
-        u = int(rec.users.to_internal(pd.Series([user_id]))[0])
+        u = rec.users.lookup(user_id)
         if u >= 0:
             return u
         rec.users = IdMap(np.concatenate([rec.users.external, np.array([user_id], dtype=object)]))
@@ -270,15 +271,20 @@ class LiveRecommender:
     def recommend(self, user_id: str, k: int = 10, exclude: Sequence[str] = (),
                   filters: Mapping[str, Any] | None = None, served: ServedConfig | None = None) -> pd.DataFrame:
         """:meth:`Recommender.recommend`, with a stale user ranked from their updated history."""
+        return self.rec.table(*self.list_user(user_id, k, exclude, filters, served))
+
+    def list_user(self, user_id: str, k: int = 10, exclude: Sequence[str] = (),
+                  filters: Mapping[str, Any] | None = None, served: ServedConfig | None = None) -> Listing:
+        """:meth:`recommend` before the table (:meth:`Recommender.rows` makes the records the service sends)."""
         rec = self.rec
         u = rec.user_internal(user_id)
         if u not in self.stale:
-            return rec.recommend(user_id, k, exclude, filters, served)
+            return rec.list_user(user_id, k, exclude, filters, served)
         extra = rec.item_internal(exclude, "exclude") if len(exclude) else np.empty(0, np.int64)
         hist = rec.known[u]
         r = rec.rank(histories=[hist], texts=[""], k=k, exclude=[np.union1d(hist, extra)], filters=filters,
                      served=served)
-        return rec.table(r.ids[0], r.scores[0], hist, r.stage)
+        return Listing(r.ids[0], r.scores[0], hist, r.stage)
 
     def history(self, user_id: str) -> np.ndarray:
         return self.rec.known[self.rec.user_internal(user_id)]
