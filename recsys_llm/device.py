@@ -1,14 +1,16 @@
-"""Device resolution ("auto") and seeding, in one place."""
+"""Device resolution ("auto"), seeding and numpy's BLAS threads, in one place."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -60,3 +62,19 @@ def autocast(device: torch.device, precision: str = "auto") -> Any:
     if inference_precision(device, precision) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()  # made on first use: it lists the BLAS libraries loaded by then
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """numpy's BLAS on one thread inside the ``with`` block (torch keeps its own threads); ~0.1 ms to enter.
+
+    For loops of small products, one query at a time (a user against a few thousand items): two BLAS
+    threads on a busy 2-core machine wait for each other, and a 3.7k x 384 ``gemv`` measured 2.0 ms against
+    0.1 ms on one thread; ranking 200 demo users took 4.9 s against 0.55 s.
+    """
+    return _threadpools().limit(limits=1, user_api="blas")
+

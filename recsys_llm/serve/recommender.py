@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from recsys_llm.config import PipelineConfig
 from recsys_llm.data.ids import IdMap
 from recsys_llm.data.schema import Dataset
 from recsys_llm.data.splits import Split, test_histories
+from recsys_llm.device import one_blas_thread
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.encoder.onnx_encoder import TextEncoder
 from recsys_llm.encoder.user_pooling import PoolingUserModel, encode_histories
@@ -222,11 +224,12 @@ class Recommender:
         depth = max(k, served.rerank_depth)
         ids = np.full((len(qs), k), -1, np.int64)
         scores = np.full((len(qs), k), -np.inf, np.float32)
-        for i, q in enumerate(qs):
-            top, sc = self.first_stage(q, served.first_stage, depth, allowed)
-            if served.reranks and len(top):
-                sc, top = self.rerank(q, top, sc, served.rerank_depth, served.rerank_weight)
-            ids[i, : min(k, len(top))], scores[i, : min(k, len(top))] = top[:k], sc[:k]
+        with one_blas_thread() if len(qs) > 1 else contextlib.nullcontext():  # small products, one query each
+            for i, q in enumerate(qs):
+                top, sc = self.first_stage(q, served.first_stage, depth, allowed)
+                if served.reranks and len(top):
+                    sc, top = self.rerank(q, top, sc, served.rerank_depth, served.rerank_weight)
+                ids[i, : min(k, len(top))], scores[i, : min(k, len(top))] = top[:k], sc[:k]
         return Ranking(ids, scores, served.label, qs)
 
     def allowed(self, filters: Mapping[str, Any] | None = None, candidates: np.ndarray | None = None) -> np.ndarray | None:
