@@ -1,10 +1,14 @@
 """Load test of `recsys-llm serve`: concurrent clients with mixed traffic, the in-process Recommender on the
 same mix, then a restart that must find every acknowledged write.
 
-    python eval/bench_serve.py --run-dir runs/demo --clients 8,64 --duration 60
+    python eval/bench_serve.py --run-dir runs/demo --clients 8,64 --duration 60                  # the mix
+    python eval/bench_serve.py --run-dir runs/demo --clients 8,64 --mix recommend --workers 2    # the aims
 
-Traffic per request: recommend for a known user 80% (no reranking unless --rerank), anonymous user from 1-3
-items or a text 5%, similar items 5%, add one item 5%, post one interaction 5%. The service runs on a scratch
+Traffic per request (``--mix mixed``): recommend for a known user 80% (no reranking unless --rerank),
+anonymous user from 1-3 items or a text 5%, similar items 5%, add one item 5%, post one interaction 5%;
+``--mix recommend``: known-user recommendations only. Each client is one keep-alive connection driven by a
+minimal asyncio HTTP/1.1 client (:class:`Connection`), because the load generator shares the machine's cores
+with the service. The service runs on a scratch
 copy of the run (the run itself is left untouched) with --workers processes. Reported per client count:
 requests/s, p50/p95/p99 per endpoint, errors; then the in-process `LiveRecommender` on the same mix (one
 thread, no HTTP) and the HTTP/in-process throughput ratio; finally the service is SIGKILLed, restarted, and
