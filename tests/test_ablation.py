@@ -93,8 +93,8 @@ def test_few_shot_check_finds_a_significant_drop_and_a_gap_below_the_floor():
     assert bad["worst_step"]["diff"] == pytest.approx(-0.1, abs=0.01) and bad["worst_step"]["high"] < 0
     assert bad["below_floor"] == [3]  # 0.2 vs EASE 0.3; at n=5 the hybrid is 0.01 above its floor
     assert bad["floor"][1]["best_single"] == "EASE (ID only)"
-    assert "non-decreasing within intervals: no (largest step down n=1->3: -0.1" in bad["line"]
-    assert "yes, at n=3" in bad["line"]
+    assert "non-decreasing within intervals: no (weakest step n=1->3: -0.1" in bad["line"]
+    assert "yes, at n=3; lowest at n=3: -0.1" in bad["line"]
     curve = _curve([0.3, 0.299], [0.2, 0.3])
     curve[1]["hybrid (text + collaborative)"] = curve[1]["EASE (ID only)"] - 0.001 + np.resize([0.2, -0.2], N)
     noisy = few_shot_checks([1, 3], curve, "user", n_boot=300)

@@ -153,7 +153,7 @@ def _interval(d: Mapping) -> str:
 def _check_line(side: str, monotone: bool, worst: dict | None, below: list[int], floor: list[dict]) -> str:
     mono = "yes" if monotone else "no"
     if worst is not None:
-        mono += f" (largest step down n={worst['from']}->{worst['to']}: {_interval(worst)})"
+        mono += f" (weakest step n={worst['from']}->{worst['to']}: {_interval(worst)})"
     lowest = min(floor, key=lambda f: f["diff"], default=None)
     if below:
         under = "yes, at n=" + ", ".join(map(str, below))
@@ -161,7 +161,7 @@ def _check_line(side: str, monotone: bool, worst: dict | None, below: list[int],
         under = "no" + (" (mean below it at n=" + ", ".join(str(f["n"]) for f in floor if f["diff"] < 0) + ", "
                         "within the interval)" if any(f["diff"] < 0 for f in floor) else "")
     if lowest is not None:
-        under += f"; closest n={lowest['n']}: {_interval(lowest)} vs {lowest['best_single']}"
+        under += f"; lowest at n={lowest['n']}: {_interval(lowest)} vs {lowest['best_single']}"
     return f"{side} side: non-decreasing within intervals: {mono}; below max(text-only, ID-only): {under}"
 
 
