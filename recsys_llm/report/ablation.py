@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,13 +72,13 @@ def _mean(values: np.ndarray) -> float:
     return float(v.mean()) if len(v) else float("nan")
 
 
-def _best(per_user: Mapping[str, np.ndarray], kinds: Mapping[str, str], kind: str) -> str | None:
+def _best(per_user: Mapping[str, np.ndarray], kinds: Mapping[str, str | None], kind: str) -> str | None:
     """The model of ``kind`` with the highest mean (first in order on ties); None when there is none."""
     keys = [k for k in per_user if kinds.get(k) == kind and not np.isnan(_mean(per_user[k]))]
     return max(keys, key=lambda k: _mean(per_user[k]), default=None)
 
 
-def ablate(per_user: Mapping[str, np.ndarray], kinds: Mapping[str, str], slice_name: str, metric: str,
+def ablate(per_user: Mapping[str, np.ndarray], kinds: Mapping[str, str | None], slice_name: str, metric: str,
            blind: Collection[str] = (), n_boot: int = 1000, seed: int = 0,
            label: Callable[[str], str] = display) -> list[dict]:
     """One ablation entry per combined model of a slice (see the module doc).
@@ -110,7 +111,8 @@ def ablate(per_user: Mapping[str, np.ndarray], kinds: Mapping[str, str], slice_n
 
 
 def few_shot_checks(counts: Sequence[int], per_user: Sequence[Mapping[str, np.ndarray]], side: str,
-                    n_boot: int = 1000, seed: int = 0, kinds: Mapping[str, str] = FEW_SHOT_KINDS) -> dict | None:
+                    n_boot: int = 1000, seed: int = 0,
+                    kinds: Mapping[str, str | None] = FEW_SHOT_KINDS) -> dict | None:
     """Is the combined model's few-shot curve non-decreasing within its intervals, and ever below
     ``max(best text-only, best ID-only)``?
 
@@ -132,7 +134,7 @@ def few_shot_checks(counts: Sequence[int], per_user: Sequence[Mapping[str, np.nd
     steps = [{"from": a, "to": b, **paired_bootstrap(per_user[i + 1][model], per_user[i][model], n_boot=n_boot,
                                                      seed=seed).to_dict()}
              for i, (a, b) in enumerate(zip(counts[:-1], counts[1:], strict=True))]
-    floor = []
+    floor: list[dict[str, Any]] = []
     for n, pu in zip(counts, per_user, strict=True):
         single = [b for b in (_best(pu, kinds, ID), _best(pu, kinds, TEXT)) if b is not None]
         if single:
