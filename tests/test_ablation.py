@@ -44,7 +44,9 @@ def test_best_rows_are_chosen_by_mean_and_the_intervals_have_the_planted_signs()
     assert e["text_only"]["model"] == "fine-tuned retrieval"  # not BM25; random is no model of either kind
     ta, ia = e["text_adds"], e["id_adds"]
     assert ta["diff"] == pytest.approx(0.1, abs=0.01) and 0.09 < ta["low"] <= ta["diff"] <= ta["high"] < 0.11
-    assert ia["low"] < 0.0 < ia["high"] and abs(ia["diff"]) < 0.01  # ID adds nothing here: the interval holds 0
+    assert (
+        ia["low"] < 0.0 < ia["high"] and abs(ia["diff"]) < 0.01
+    )  # ID adds nothing here: the interval holds 0
     assert e["combined"]["mean"] - e["id_only"]["mean"] == pytest.approx(ta["diff"])
 
 
@@ -53,7 +55,9 @@ def test_cold_items_without_id_signal_are_labelled_and_a_missing_kind_is_none():
     pu["ease"] = pu["popularity"] = pu["ease_recency"] = np.full(N, 0.05)  # every cold item scored alike
     (e,) = ablate(pu, KINDS, "cold-item", "NDCG@10", blind={"ease", "popularity", "ease_recency"}, n_boot=200)
     assert e["id_only"]["blind"] and e["text_adds"]["low"] > 0
-    (e,) = ablate({k: v for k, v in pu.items() if KINDS.get(k) != ID}, KINDS, "cold-item", "NDCG@10", n_boot=200)
+    (e,) = ablate(
+        {k: v for k, v in pu.items() if KINDS.get(k) != ID}, KINDS, "cold-item", "NDCG@10", n_boot=200
+    )
     assert e["id_only"] is None and e["text_adds"] is None and e["id_adds"] is not None
     md = "\n".join(ablation_markdown([e]))
     assert "| cold-item | hybrid (text + collaborative) |" in md and "| none | – | – |" in md
@@ -77,9 +81,13 @@ def _curve(hybrid_means: list[float], floor: list[float], seed: int = 0) -> list
     base = rng.uniform(-0.1, 0.1, N)
     out = []
     for h, f in zip(hybrid_means, floor, strict=True):
-        out.append({"EASE (ID only)": f + base + rng.normal(0, 0.02, N),
-                    "fine-tuned retrieval (text user)": f - 0.01 + base,
-                    "hybrid (text + collaborative)": h + base + rng.normal(0, 0.02, N)})
+        out.append(
+            {
+                "EASE (ID only)": f + base + rng.normal(0, 0.02, N),
+                "fine-tuned retrieval (text user)": f - 0.01 + base,
+                "hybrid (text + collaborative)": h + base + rng.normal(0, 0.02, N),
+            }
+        )
     return out
 
 
@@ -99,7 +107,9 @@ def test_few_shot_check_finds_a_significant_drop_and_a_gap_below_the_floor():
     curve[1]["hybrid (text + collaborative)"] = curve[1]["EASE (ID only)"] - 0.001 + np.resize([0.2, -0.2], N)
     noisy = few_shot_checks([1, 3], curve, "user", n_boot=300)
     gap = noisy["floor"][1]
-    assert gap["diff"] < 0 < gap["high"] and noisy["below_floor"] == []  # below on the mean, within the interval
+    assert (
+        gap["diff"] < 0 < gap["high"] and noisy["below_floor"] == []
+    )  # below on the mean, within the interval
     assert noisy["monotone"] and "no (mean below it at n=3, within the interval)" in noisy["line"]
 
 

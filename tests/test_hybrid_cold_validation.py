@@ -40,7 +40,10 @@ def _twins(seed: int = 0, users_per_group: int = 12):
     train = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
     pool = np.concatenate([np.arange(1, n_items, PER_GROUP), np.arange(5, n_items, PER_GROUP)])
     cold_items = np.union1d(pool, np.concatenate(tg))
-    excl = [np.union1d(h, np.setdiff1d(np.arange(n_items), np.union1d(pool, t))) for h, t in zip(hist, tg, strict=True)]
+    excl = [
+        np.union1d(h, np.setdiff1d(np.arange(n_items), np.union1d(pool, t)))
+        for h, t in zip(hist, tg, strict=True)
+    ]
     dense = rng.normal(size=(len(vusers), n_items)).astype(np.float32)  # text: a weak signal on the target
     dense[np.arange(len(vusers)), np.concatenate(tg)] += 1.0
     split = SimpleNamespace(train=train, n_users=GROUPS * users_per_group, n_items=n_items)
@@ -54,8 +57,11 @@ def test_refit_has_no_evidence_of_the_pseudo_cold_items():
     hc = HybridConfig(bridge_weights=[0.0, 0.5], bridge_neighbours=5)
     cold_val, record = cold_refit(hc, split, val, cf, model, emb)
     cold = val.cold_items
-    assert record == {"pseudo_cold_items": len(cold), "train_interactions": len(split.train),
-                      "hidden_interactions": int(split.train["item"].isin(cold).sum())}
+    assert record == {
+        "pseudo_cold_items": len(cold),
+        "train_interactions": len(split.train),
+        "hidden_interactions": int(split.train["item"].isin(cold).sum()),
+    }
     m = cold_val.cold_cf.matrix.tocoo()
     assert m.nnz > 0 and not np.isin(m.row, cold).any() and not np.isin(m.col, cold).any()
     assert (cold_val.cold_cf.counts[cold] == 0).all() and (cf.counts[cold] > 0).all()
@@ -70,8 +76,16 @@ def test_leaky_validation_chooses_the_bridge_and_the_refit_does_not():
     split, emb, val, dense = _twins()
     model = ItemKNN().fit(split.train, split.n_users, split.n_items)
     cf = fit_collaborative("itemknn", split.train, split.n_users, split.n_items, fitted=model)
-    hc = HybridConfig(weights=[0.0, 0.5], cf_halflives=[0.0], cf_confidences=[0.0], bridge_weights=[0.0, 0.5, 1.0],
-                      lexical_weights=[0.0], bridge_neighbours=5, search_candidates=20, fewshot_reveal=[])
+    hc = HybridConfig(
+        weights=[0.0, 0.5],
+        cf_halflives=[0.0],
+        cf_confidences=[0.0],
+        bridge_weights=[0.0, 0.5, 1.0],
+        lexical_weights=[0.0],
+        bridge_neighbours=5,
+        search_candidates=20,
+        fewshot_reveal=[],
+    )
     neighbours = text_neighbours(emb, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
     _, _, leaky = search_settings(hc, split, "text", dense, cf, neighbours, val, {})
     fixed_val, _ = cold_refit(hc, split, val, cf, model, emb)

@@ -45,15 +45,28 @@ from recsys_llm.report.stats import paired_bootstrap
 ID, TEXT, BOTH = "ID-only", "text-only", "both"
 
 KINDS: dict[str, str] = {
-    "popularity": ID, "itemknn": ID, "ease": ID, "ease_recency": ID, "sasrec": ID, "hybrid_cf": ID,
-    "bm25": TEXT, "zeroshot": TEXT, "retrieval": TEXT, "rerank": TEXT, "pooling": TEXT,
+    "popularity": ID,
+    "itemknn": ID,
+    "ease": ID,
+    "ease_recency": ID,
+    "sasrec": ID,
+    "hybrid_cf": ID,
+    "bm25": TEXT,
+    "zeroshot": TEXT,
+    "retrieval": TEXT,
+    "rerank": TEXT,
+    "pooling": TEXT,
     "hybrid": BOTH,
 }
 """The report's model keys by kind (``random`` is none: it is the floor, not a model of either signal)."""
 
 FEW_SHOT_KINDS: dict[str, str] = {
-    BASELINE_NAMES["popularity"]: ID, "EASE (ID only)": ID, "ItemKNN (ID only)": ID,
-    BASELINE_NAMES["bm25"]: TEXT, MODEL_NAMES["retrieval"] + " (text user)": TEXT, MODEL_NAMES["pooling"]: TEXT,
+    BASELINE_NAMES["popularity"]: ID,
+    "EASE (ID only)": ID,
+    "ItemKNN (ID only)": ID,
+    BASELINE_NAMES["bm25"]: TEXT,
+    MODEL_NAMES["retrieval"] + " (text user)": TEXT,
+    MODEL_NAMES["pooling"]: TEXT,
     MODEL_NAMES["hybrid"]: BOTH,
 }
 """The few-shot curves' model names (:mod:`recsys_llm.report.fewshot`) by kind."""
@@ -78,9 +91,16 @@ def _best(per_user: Mapping[str, np.ndarray], kinds: Mapping[str, str | None], k
     return max(keys, key=lambda k: _mean(per_user[k]), default=None)
 
 
-def ablate(per_user: Mapping[str, np.ndarray], kinds: Mapping[str, str | None], slice_name: str, metric: str,
-           blind: Collection[str] = (), n_boot: int = 1000, seed: int = 0,
-           label: Callable[[str], str] = display) -> list[dict]:
+def ablate(
+    per_user: Mapping[str, np.ndarray],
+    kinds: Mapping[str, str | None],
+    slice_name: str,
+    metric: str,
+    blind: Collection[str] = (),
+    n_boot: int = 1000,
+    seed: int = 0,
+    label: Callable[[str], str] = display,
+) -> list[dict]:
     """One ablation entry per combined model of a slice (see the module doc).
 
     Args:
@@ -98,21 +118,34 @@ def ablate(per_user: Mapping[str, np.ndarray], kinds: Mapping[str, str | None], 
     best = {kind: _best(per_user, kinds, kind) for kind in (ID, TEXT)}
     out = []
     for key in (k for k in per_user if kinds.get(k) == BOTH):
-        entry: dict = {"slice": slice_name, "metric": metric, "users": int(np.sum(~np.isnan(per_user[key]))),
-                       "combined": {"model": label(key), "mean": _mean(per_user[key])}}
+        entry: dict = {
+            "slice": slice_name,
+            "metric": metric,
+            "users": int(np.sum(~np.isnan(per_user[key]))),
+            "combined": {"model": label(key), "mean": _mean(per_user[key])},
+        }
         for kind, side, adds in ((ID, "id_only", "text_adds"), (TEXT, "text_only", "id_adds")):
             b = best[kind]
-            entry[side] = None if b is None else {"model": label(b), "mean": _mean(per_user[b]),
-                                                  "blind": b in blind}
-            entry[adds] = None if b is None else paired_bootstrap(per_user[key], per_user[b], n_boot=n_boot,
-                                                                  seed=seed).to_dict()
+            entry[side] = (
+                None if b is None else {"model": label(b), "mean": _mean(per_user[b]), "blind": b in blind}
+            )
+            entry[adds] = (
+                None
+                if b is None
+                else paired_bootstrap(per_user[key], per_user[b], n_boot=n_boot, seed=seed).to_dict()
+            )
         out.append(entry)
     return out
 
 
-def few_shot_checks(counts: Sequence[int], per_user: Sequence[Mapping[str, np.ndarray]], side: str,
-                    n_boot: int = 1000, seed: int = 0,
-                    kinds: Mapping[str, str | None] = FEW_SHOT_KINDS) -> dict | None:
+def few_shot_checks(
+    counts: Sequence[int],
+    per_user: Sequence[Mapping[str, np.ndarray]],
+    side: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    kinds: Mapping[str, str | None] = FEW_SHOT_KINDS,
+) -> dict | None:
     """Is the combined model's few-shot curve non-decreasing within its intervals, and ever below
     ``max(best text-only, best ID-only)``?
 
@@ -131,21 +164,41 @@ def few_shot_checks(counts: Sequence[int], per_user: Sequence[Mapping[str, np.nd
     model = next((m for m in per_user[0] if kinds.get(m) == BOTH), None) if per_user else None
     if model is None:
         return None
-    steps = [{"from": a, "to": b, **paired_bootstrap(per_user[i + 1][model], per_user[i][model], n_boot=n_boot,
-                                                     seed=seed).to_dict()}
-             for i, (a, b) in enumerate(zip(counts[:-1], counts[1:], strict=True))]
+    steps = [
+        {
+            "from": a,
+            "to": b,
+            **paired_bootstrap(
+                per_user[i + 1][model], per_user[i][model], n_boot=n_boot, seed=seed
+            ).to_dict(),
+        }
+        for i, (a, b) in enumerate(zip(counts[:-1], counts[1:], strict=True))
+    ]
     floor: list[dict[str, Any]] = []
     for n, pu in zip(counts, per_user, strict=True):
         single = [b for b in (_best(pu, kinds, ID), _best(pu, kinds, TEXT)) if b is not None]
         if single:
             b = max(single, key=lambda k: _mean(pu[k]))
-            floor.append({"n": n, "best_single": b, **paired_bootstrap(pu[model], pu[b], n_boot=n_boot,
-                                                                        seed=seed).to_dict()})
+            floor.append(
+                {
+                    "n": n,
+                    "best_single": b,
+                    **paired_bootstrap(pu[model], pu[b], n_boot=n_boot, seed=seed).to_dict(),
+                }
+            )
     worst = min(steps, key=lambda s: s["diff"], default=None)
     monotone = not any(s["high"] < 0 for s in steps)
     below = [f["n"] for f in floor if f["high"] < 0]
-    return {"side": side, "model": model, "monotone": monotone, "steps": steps, "worst_step": worst,
-            "below_floor": below, "floor": floor, "line": _check_line(side, monotone, worst, below, floor)}
+    return {
+        "side": side,
+        "model": model,
+        "monotone": monotone,
+        "steps": steps,
+        "worst_step": worst,
+        "below_floor": below,
+        "floor": floor,
+        "line": _check_line(side, monotone, worst, below, floor),
+    }
 
 
 def _interval(d: Mapping) -> str:
@@ -160,8 +213,12 @@ def _check_line(side: str, monotone: bool, worst: dict | None, below: list[int],
     if below:
         under = "yes, at n=" + ", ".join(map(str, below))
     else:
-        under = "no" + (" (mean below it at n=" + ", ".join(str(f["n"]) for f in floor if f["diff"] < 0) + ", "
-                        "within the interval)" if any(f["diff"] < 0 for f in floor) else "")
+        under = "no" + (
+            " (mean below it at n=" + ", ".join(str(f["n"]) for f in floor if f["diff"] < 0) + ", "
+            "within the interval)"
+            if any(f["diff"] < 0 for f in floor)
+            else ""
+        )
     if lowest is not None:
         under += f"; lowest at n={lowest['n']}: {_interval(lowest)} vs {lowest['best_single']}"
     return f"{side} side: non-decreasing within intervals: {mono}; below max(text-only, ID-only): {under}"
@@ -172,26 +229,42 @@ def ablation_markdown(entries: Sequence[dict], checks: Sequence[dict] = ()) -> l
     lines: list[str] = []
     if entries:
         metric = entries[0]["metric"]
-        lines += [f"## Ablation: what text adds over ID-only and ID adds over text ({metric})", "",
-                  "Best ID-only / text-only = the row of that kind with the highest mean on the slice (chosen on "
-                  "these users). Text adds = combined - best ID-only, ID adds = combined - best text-only: mean "
-                  "difference over the same users, paired 95% bootstrap interval. † = the ID-only row has no "
-                  "interaction of the slice's targets (cold items): it ranks them at chance (constant scores in "
-                  "the seeded random order, or SASRec's item vectors that never were a positive), so text adds "
-                  "is the gain over chance.", "",
-                  f"| slice | combined | {metric} | best ID-only | {metric} | text adds [95%] | best text-only | "
-                  f"{metric} | ID adds [95%] | users |", "|---|---|---:|---|---:|---|---|---:|---|---:|"]
+        lines += [
+            f"## Ablation: what text adds over ID-only and ID adds over text ({metric})",
+            "",
+            "Best ID-only / text-only = the row of that kind with the highest mean on the slice (chosen on "
+            "these users). Text adds = combined - best ID-only, ID adds = combined - best text-only: mean "
+            "difference over the same users, paired 95% bootstrap interval. † = the ID-only row has no "
+            "interaction of the slice's targets (cold items): it ranks them at chance (constant scores in "
+            "the seeded random order, or SASRec's item vectors that never were a positive), so text adds "
+            "is the gain over chance.",
+            "",
+            f"| slice | combined | {metric} | best ID-only | {metric} | text adds [95%] | best text-only | "
+            f"{metric} | ID adds [95%] | users |",
+            "|---|---|---:|---|---:|---|---|---:|---|---:|",
+        ]
         for e in entries:
             cells = [e["slice"], e["combined"]["model"], f"{e['combined']['mean']:.4f}"]
             for side, adds in (("id_only", "text_adds"), ("text_only", "id_adds")):
                 s = e[side]
-                cells += (["none", "–", "–"] if s is None else
-                          [s["model"] + (" †" if s.get("blind") else ""), f"{s['mean']:.4f}", _interval(e[adds])])
+                cells += (
+                    ["none", "–", "–"]
+                    if s is None
+                    else [
+                        s["model"] + (" †" if s.get("blind") else ""),
+                        f"{s['mean']:.4f}",
+                        _interval(e[adds]),
+                    ]
+                )
             lines.append("| " + " | ".join([*cells, str(e["users"])]) + " |")
         lines.append("")
     if checks:
-        lines += ["## Few-shot checks of the hybrid's curves", "",
-                  "Steps and floors are paired over the same users (95% bootstrap); a step or a gap counts only "
-                  "when its interval lies below zero.", ""]
+        lines += [
+            "## Few-shot checks of the hybrid's curves",
+            "",
+            "Steps and floors are paired over the same users (95% bootstrap); a step or a gap counts only "
+            "when its interval lies below zero.",
+            "",
+        ]
         lines += [f"* {c['line']}" for c in checks] + [""]
     return lines
