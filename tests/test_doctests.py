@@ -15,7 +15,8 @@ def test_index_module_examples(name):
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("name", ["protocol", "lineage", "serve.filters", "serve.served", "stages.select", "report.seeds"])
+@pytest.mark.parametrize("name", ["protocol", "lineage", "serve.filters", "serve.served", "stages.select", "report.seeds",
+                                  "report.ablation"])
 def test_serving_and_protocol_examples(name):
     module = importlib.import_module(f"recsys_llm.{name}")
     result = doctest.testmod(module)

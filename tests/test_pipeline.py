@@ -55,6 +55,30 @@ def test_report_has_every_model_and_baseline_with_intervals(tiny_run):
     assert "paired bootstrap" in md and "**" in md
 
 
+def test_report_has_the_ablation_and_the_few_shot_checks(tiny_run):
+    report = json.loads((tiny_run / "report.json").read_text())
+    by_slice = {(e["slice"], e["combined"]["model"]): e for e in report["ablation"]}
+    slices = {r["slice"] for r in report["rows"]}
+    assert {(s, "hybrid (text + collaborative)") for s in slices} <= set(by_slice)
+    served = json.loads((tiny_run / "served.json").read_text())["first_stage"]
+    assert (("warm", "served") in by_slice) == (served == "hybrid")
+    warm = by_slice[("warm", "hybrid (text + collaborative)")]
+    rows = {(r["model"], r["slice"]): r["metrics"]["NDCG@10"] for r in report["rows"]}
+    id_rows = ["most popular", "ItemKNN", "EASE", "EASE, recency-weighted query", "SASRec",
+               "ID only (hybrid's collaborative part)"]
+    assert warm["id_only"]["mean"] == pytest.approx(max(rows[(m, "warm")] for m in id_rows))
+    assert rows[(warm["id_only"]["model"], "warm")] == pytest.approx(warm["id_only"]["mean"])
+    d = warm["text_adds"]
+    assert d["diff"] == pytest.approx(warm["combined"]["mean"] - warm["id_only"]["mean"]) and d["low"] <= d["high"]
+    assert by_slice[("cold-item", "hybrid (text + collaborative)")]["id_only"]["blind"]  # popularity: all 0
+    assert any(e["slice"].startswith("few-shot item, n=") for e in report["ablation"])
+    assert [c["side"] for c in report["few_shot_checks"]] == ["item", "user"]
+    assert all("ablation" not in fs and "check" not in fs for fs in report["few_shot"].values() if fs)
+    md = (tiny_run / "report.md").read_text()
+    assert "## Ablation: what text adds over ID-only" in md and "## Few-shot checks of the hybrid's curves" in md
+    assert "* item side: non-decreasing within intervals:" in md
+
+
 def test_report_sweeps_rerank_depth_and_fusion_against_retrieval(tiny_run):
     report = json.loads((tiny_run / "report.json").read_text())
     sweep = report["rerank_sweep"]

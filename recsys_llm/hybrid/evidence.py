@@ -21,7 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["choose_confidence", "hide_beyond", "pseudo_cold_exclusions"]
+from recsys_llm.hybrid.model import CollaborativeScorer, fit_collaborative
+
+__all__ = ["choose_confidence", "hide_beyond", "pseudo_cold_exclusions", "refit", "without_items"]
 
 
 def hide_beyond(train: pd.DataFrame, items: np.ndarray, reveal: Sequence[int], seed: int = 0
@@ -36,6 +38,18 @@ def hide_beyond(train: pd.DataFrame, items: np.ndarray, reveal: Sequence[int], s
     limit = order["item"].map(r).to_numpy()  # NaN for items that stay warm
     keep = np.isnan(limit) | (position < np.nan_to_num(limit))
     return order.loc[keep].sort_index(), r
+
+
+def without_items(train: pd.DataFrame, items: np.ndarray) -> pd.DataFrame:
+    """``train`` without any interaction of ``items``: they become pseudo-cold, with no collaborative evidence
+    at all (the all-items-cold validation of the bridge, :func:`recsys_llm.stages.hybrid.cold_refit`)."""
+    return train.loc[~np.isin(train["item"].to_numpy(dtype=np.int64), np.asarray(items, dtype=np.int64))]
+
+
+def refit(cf: CollaborativeScorer, model, train: pd.DataFrame, n_users: int, n_items: int) -> CollaborativeScorer:
+    """The collaborative part ``cf`` refitted on ``train`` with the setting ``model`` (the tuned baseline it came
+    from) was fitted with: no new search."""
+    return fit_collaborative(cf.name, train, n_users, n_items, fitted=model.with_params().fit(train, n_users, n_items))
 
 
 def pseudo_cold_exclusions(hist: Sequence[np.ndarray], pseudo: np.ndarray, n_items: int) -> list[np.ndarray]:

@@ -5,6 +5,8 @@
 * :mod:`~recsys_llm.report.measures`: ranked lists -> per-user metrics and curves.
 * :mod:`~recsys_llm.report.stats`: bootstrap intervals, paired differences and ratios.
 * :mod:`~recsys_llm.report.fewshot`: quality as items and users gain interactions.
+* :mod:`~recsys_llm.report.ablation`: what text adds over ID-only models and ID over text, per slice; the
+  few-shot curve checks.
 * :mod:`~recsys_llm.report.tables`: ``report.json`` / ``report.md`` and the CLI table.
 * :mod:`~recsys_llm.report.plots`: Recall@K / NDCG@K curves, slice bars, popularity, few-shot.
 

@@ -16,7 +16,9 @@ reorder their own lists).
 
 For each (model, slice): metric means with percentile-bootstrap 95% intervals over users, beyond-accuracy
 metrics (coverage, intra-list diversity, novelty, average recommendation popularity, Gini of exposure) and
-the paired bootstrap of every fine-tuned model against the best baseline. Curves (Recall@K, NDCG@K for
+the paired bootstrap of every fine-tuned model against the best baseline; the ablation (what text adds over
+the best ID-only row, what the ID signal adds over the best text-only row, paired:
+:mod:`recsys_llm.report.ablation`). Curves (Recall@K, NDCG@K for
 K = 1..max(ks)) and plots go beside the report.
 
 Example:
@@ -42,6 +44,7 @@ from recsys_llm.baselines import popularity_scores
 from recsys_llm.io_utils import load_json
 from recsys_llm.protocol import rank_full, slice_candidates, slice_users, tie_order
 from recsys_llm.report import plots
+from recsys_llm.report.ablation import ID, KINDS, ablate, served_kind
 from recsys_llm.report.fewshot import few_shot_curves
 from recsys_llm.report.measures import metric_curve, per_user_metrics
 from recsys_llm.report.scoring import (
@@ -125,6 +128,8 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
     curves: dict[str, dict[str, dict[str, list[float]]]] = {"Recall": {}, "NDCG": {}}
     rec_pop: dict[str, np.ndarray] = {}
     sweep: list[dict] = []
+    ablation: list[dict] = []
+    kinds = {**KINDS, "served": served_kind(rec.served.first_stage if rec else None)}
     for slice_name, (users, tg) in slice_users(cfg, ctx.split).items():
         if len(users) == 0:
             logger.warning("slice %s has no users; skipped", slice_name)
@@ -147,6 +152,9 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
                 top = r[:, : ks[0]]
                 rec_pop[row.model] = pop[top[top >= 0]]
         paired += _paired(per_user, slice_name, ks[0], cfg)
+        no_evidence = blind | ({key for key in per_user if kinds.get(key) == ID} if slice_name == "cold-item" else set())
+        ablation += ablate({key: v[f"NDCG@{ks[0]}"] for key, v in per_user.items()}, kinds, slice_name,
+                           f"NDCG@{ks[0]}", no_evidence, cfg.eval.n_bootstrap, cfg.eval.seed)
         if not sampled and "retrieval" in per_user:
             sweep += _rerank_sweep(ctx, slice_name, users, tg, ks, per_user["retrieval"])
     extra = _extra(ctx, sampled, paired, sweep, curves, curve_ks, t_start)
@@ -155,6 +163,10 @@ def compare_run(run_dir: str | Path) -> list[ResultRow]:
         t0 = time.perf_counter()
         extra["few_shot"] = few_shot_curves(ctx, k=ks[0])
         logger.info("few-shot curves in %.1f s", time.perf_counter() - t0)
+    for fs in (v for v in (extra.get("few_shot") or {}).values() if v):  # one ablation table, one list of checks
+        ablation += fs.pop("ablation", [])
+        extra.setdefault("few_shot_checks", []).extend(filter(None, [fs.pop("check", None)]))
+    extra["ablation"] = ablation
     write_report(ctx.run.root, rows, config=cfg.to_dict(), data=ctx.ds.summary(), extra=extra)
     _plots(ctx.run.root / "plots", rows, curves, curve_ks, rec_pop, ks[0])
     if any(extra.get("few_shot", {}).values()):

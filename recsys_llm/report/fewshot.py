@@ -14,7 +14,9 @@ most recent items (``n >= 1``; ``n <= 3`` is the cold-user regime), ranked over 
 known history filtered (so the targets and exclusions are identical across ``n``).
 
 Each point is the mean NDCG@k over the slice's users with a 95% bootstrap interval (a seeded sample of
-``eval.max_users`` users when set).
+``eval.max_users`` users when set). Each side also carries the ablation at every count (what text adds over
+the best ID-only model and ID over the best text-only one, paired) and the check of the hybrid's curve
+(:mod:`recsys_llm.report.ablation`), both from the same per-user values.
 
 Example:
     >>> from recsys_llm.report.fewshot import few_shot_curves
@@ -36,8 +38,9 @@ from recsys_llm.data.splits import histories, targets
 from recsys_llm.encoder.user_pooling import encode_histories
 from recsys_llm.hybrid import HybridModel, fit_collaborative, text_neighbours
 from recsys_llm.protocol import rank_full, sample_users, tie_order
+from recsys_llm.report.ablation import FEW_SHOT_KINDS, ablate, few_shot_checks
 from recsys_llm.report.measures import per_user_metrics
-from recsys_llm.report.scoring import BASELINE_NAMES, MODEL_NAMES
+from recsys_llm.report.scoring import BASELINE_NAMES, MODEL_NAMES, constant_over
 from recsys_llm.report.stats import bootstrap_ci
 from recsys_llm.run import Context
 from recsys_llm.text.templates import user_texts
@@ -48,17 +51,23 @@ HistFn = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
 """(users (b,), histories) -> (b, n_items) scores."""
 
 
-def _point(ranked: np.ndarray, tg: list[np.ndarray], k: int, n_boot: int, seed: int) -> tuple[float, float, float]:
+def _add(out: dict, name: str, ranked: np.ndarray, tg: list[np.ndarray], k: int, cfg) -> np.ndarray:
+    """Append the point of ``ranked`` to ``out[name]`` and return its per-user NDCG@k."""
     v = per_user_metrics(ranked, tg, [k])[f"NDCG@{k}"]
-    ci = bootstrap_ci(v, n_boot=n_boot, seed=seed)
-    return ci.mean, ci.low, ci.high
-
-
-def _add(out: dict, name: str, point: tuple[float, float, float], k: int) -> None:
+    ci = bootstrap_ci(v, n_boot=cfg.eval.n_bootstrap, seed=cfg.eval.seed)
     m = out.setdefault(name, {f"NDCG@{k}": [], "low": [], "high": []})
-    m[f"NDCG@{k}"].append(point[0])
-    m["low"].append(point[1])
-    m["high"].append(point[2])
+    m[f"NDCG@{k}"].append(ci.mean)
+    m["low"].append(ci.low)
+    m["high"].append(ci.high)
+    return v
+
+
+def _ablation(side: str, counts: list[int], per_user: list[dict], blind: list[set], k: int, cfg) -> dict:
+    """The side's ablation at every count and the check of the hybrid's curve (:mod:`recsys_llm.report.ablation`)."""
+    n_boot, seed = cfg.eval.n_bootstrap, cfg.eval.seed
+    entries = [e for n, pu, bl in zip(counts, per_user, blind, strict=True)
+               for e in ablate(pu, FEW_SHOT_KINDS, f"few-shot {side}, n={n}", f"NDCG@{k}", bl, n_boot, seed, str)]
+    return {"ablation": entries, "check": few_shot_checks(counts, per_user, side, n_boot, seed)}
 
 
 def _scorers(hist: list[np.ndarray], text_u: np.ndarray, pooled: np.ndarray, cf, hybrid, bm25, pop: np.ndarray,
@@ -129,6 +138,8 @@ def _item_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
     texts = ctx.item_texts()
     cand = split.cold_items
     out: dict = {}
+    per_user: list[dict] = []
+    blind: list[set] = []
     for n in counts:
         revealed = ordered[ordered["position"] < n]
         train_n = pd.concat([split.train, revealed[split.train.columns]], ignore_index=True)
@@ -145,12 +156,13 @@ def _item_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
         bm25 = make_baseline("bm25").fit(train_n, split.n_users, split.n_items, texts)
         fns = _scorers(hist, text_users[users], pooled, cf, model_n, bm25,
                        np.bincount(train_n["item"], minlength=split.n_items), items)
-        for name, fn in fns.items():
-            ranked = rank_full(fn, np.arange(len(users)), hist, k, cand, perm)
-            _add(out, name, _point(ranked, tg, k, cfg.eval.n_bootstrap, cfg.eval.seed), k)
+        rows = np.arange(len(users))
+        per_user.append({name: _add(out, name, rank_full(fn, rows, hist, k, cand, perm), tg, k, cfg)
+                         for name, fn in fns.items()})
+        blind.append({name for name, fn in fns.items() if constant_over(fn, rows, cand)})
         logger.info("item-side few-shot n=%d: hybrid NDCG@%d %.4f", n, k, out[MODEL_NAMES["hybrid"]][f"NDCG@{k}"][-1])
     return {"counts": counts, "users": len(users), "targets": int(sum(len(t) for t in tg)), "items": int(test["item"].nunique()),
-            "models": out}
+            "models": out, **_ablation("item", counts, per_user, blind, k, cfg)}
 
 
 def _user_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict | None:
@@ -175,14 +187,15 @@ def _user_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
     bm25 = make_baseline("bm25").fit(split.train, split.n_users, split.n_items, texts)
     pop = np.bincount(split.train["item"], minlength=split.n_items).astype(np.float32)
     out: dict = {}
+    per_user: list[dict] = []
     for n in counts:
         hist = [h[-n:] for h in seen]
         text_u = encoder.encode_users(user_texts(hist, ctx.titles, cfg.text.user_max_items), cfg.text.user_max_tokens,
                                       show_progress=False)
         pooled = encode_histories(pool, items, hist)
         fns = _scorers(hist, text_u, pooled, hybrid.cf, hybrid, bm25, pop, items)
-        for name, fn in fns.items():
-            ranked = rank_full(fn, np.arange(len(users)), seen, k, None, perm)
-            _add(out, name, _point(ranked, tg, k, cfg.eval.n_bootstrap, cfg.eval.seed), k)
+        per_user.append({name: _add(out, name, rank_full(fn, np.arange(len(users)), seen, k, None, perm), tg, k, cfg)
+                         for name, fn in fns.items()})
         logger.info("user-side few-shot n=%d: hybrid NDCG@%d %.4f", n, k, out[MODEL_NAMES["hybrid"]][f"NDCG@{k}"][-1])
-    return {"counts": counts, "users": len(users), "models": out}
+    return {"counts": counts, "users": len(users), "models": out,
+            **_ablation("user", counts, per_user, [set()] * len(counts), k, cfg)}

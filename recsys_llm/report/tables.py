@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from recsys_llm.io_utils import atomic_write_json, atomic_write_text, load_json
+from recsys_llm.report.ablation import ablation_markdown
 
 __all__ = ["REPORT_JSON", "REPORT_MD", "ResultRow", "format_table", "load_report", "report_rows", "write_report"]
 
@@ -222,6 +223,7 @@ def _markdown(rows: list[ResultRow], report: dict[str, Any]) -> str:
             cells = [f"{m:.4f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(v[metric], v["low"], v["high"], strict=True)]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ablation_markdown(report.get("ablation") or [], report.get("few_shot_checks") or [])
     if report.get("wall_time_s") is not None:
         lines += [f"Wall time of the run's stages: {report['wall_time_s']} s; git commit "
                   f"`{report.get('git_commit')}`; seeds {report.get('seeds')}.", ""]

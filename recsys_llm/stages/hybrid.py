@@ -11,7 +11,9 @@ each user representation, recency half-life, trust confidence and fusion weight 
 validation NDCG@10, every setting scored on candidate lists with a bound that keeps it exact for full ranking
 (:mod:`recsys_llm.hybrid.search`; ``hybrid.search_candidates=0``: :func:`recsys_llm.hybrid.fuse` over
 the whole catalogue),
-and the text-neighbour bridge on an all-items-cold version of the same users; ``hybrid.user_model=auto`` keeps
+and the text-neighbour bridge on an all-items-cold version of the same users (:func:`cold_refit`: the
+collaborative part refitted without any interaction of the items that validation treats as cold, so the bridge
+borrows no evidence the cold-item test would not have); ``hybrid.user_model=auto`` keeps
 the representation that is better over warm and cold validation together (:func:`better_user_model`).
 Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*`` and
 ``user_pooled.npy`` (every known user's pooled vector, what serving and the report read).
@@ -21,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys_llm.artifacts import load_embeddings, load_encoder
 from recsys_llm.classic.from_config import fit_baseline
@@ -44,7 +47,13 @@ from recsys_llm.hybrid import (
     ndcg_at,
     text_neighbours,
 )
-from recsys_llm.hybrid.evidence import choose_confidence, hide_beyond, pseudo_cold_exclusions
+from recsys_llm.hybrid.evidence import (
+    choose_confidence,
+    hide_beyond,
+    pseudo_cold_exclusions,
+    refit,
+    without_items,
+)
 from recsys_llm.hybrid.lexical import LexicalScorer
 from recsys_llm.io_utils import atomic_save_npy, load_json
 from recsys_llm.protocol import validation_users
@@ -58,12 +67,17 @@ POOLED_FILE = "user_pooled.npy"
 
 @dataclass
 class Validation:
-    """Validation users: training histories, validation targets, and the all-items-cold exclusions."""
+    """Validation users: training histories, validation targets, and the all-items-cold exclusions; the
+    all-items-cold validation's own collaborative part and bridge neighbours (:func:`cold_refit`; None: the
+    warm ones, as before the refit) and the items it treats as cold."""
 
     users: np.ndarray
     hist: list[np.ndarray]
     targets: list[np.ndarray]
     cold_excl: list[np.ndarray]
+    cold_items: np.ndarray | None = None
+    cold_cf: CollaborativeScorer | None = None
+    cold_neighbours: sp.csr_matrix | None = None
 
 
 def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], warm_items: np.ndarray) -> Validation:
@@ -81,7 +95,34 @@ def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], wa
     pool_items = np.random.default_rng(hc.seed).choice(warm_items, min(n_pool, len(warm_items)), replace=False)
     cold_excl = [np.union1d(h, np.setdiff1d(np.arange(split.n_items), np.union1d(pool_items, t)))
                  for h, t in zip(vhist, vtg, strict=True)]
-    return Validation(vusers, vhist, vtg, cold_excl)
+    return Validation(vusers, vhist, vtg, cold_excl, np.union1d(pool_items, np.concatenate(vtg)))
+
+
+def cold_refit(hc: HybridConfig, split: Split, val: Validation, cf: CollaborativeScorer | None, model,
+               item_emb: np.ndarray) -> tuple[Validation, dict]:
+    """``val`` with the all-items-cold validation's collaborative part: ``cf`` refitted with its tuned setting
+    (``model``) on the training interactions minus every interaction of ``val.cold_items`` (the sampled pool and
+    the validation items, everything that validation ranks as cold), and the bridge's text neighbours drawn
+    from the items that keep interactions. Otherwise the bridge of a validation item borrows from neighbours
+    (and a query) fitted on that item's own interactions, which the cold-item test never has (issue 15). The
+    fine-tuned item embeddings did see those interactions; refitting the encoder is beyond this stage's budget.
+
+    Returns:
+        ``(val, record)``: the record counts the pseudo-cold items and the interactions hidden from the refit.
+    """
+    if cf is None or val.cold_items is None:
+        return val, {}
+    train_c = without_items(split.train, val.cold_items)
+    cold_cf = refit(cf, model, train_c, split.n_users, split.n_items)
+    nb = None
+    if max(hc.bridge_weights) > 0:
+        nb = text_neighbours(item_emb, cold_cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
+    hidden = len(split.train) - len(train_c)
+    logger.info("all-items-cold validation: collaborative part refitted without %d pseudo-cold items (%d of %d "
+                "training interactions hidden)", len(val.cold_items), hidden, len(split.train))
+    record = {"pseudo_cold_items": len(val.cold_items), "hidden_interactions": hidden,
+              "train_interactions": len(split.train)}
+    return replace(val, cold_cf=cold_cf, cold_neighbours=nb), record
 
 
 def _grader(hc: HybridConfig, dense: np.ndarray, parts: dict, targets: list[np.ndarray],
@@ -119,6 +160,14 @@ def _cold_choice(hc: HybridConfig, grade, n_items: int, parts: dict) -> tuple[di
     return cold, max(cold, key=lambda k: (cold[k], -(k[0] + k[1]), -k[1]))
 
 
+def _cold_parts(cf: CollaborativeScorer, neighbours: sp.csr_matrix | None, hist: list[np.ndarray],
+                halflife: float, lex: np.ndarray | None) -> dict:
+    """The all-items-cold validation's scores from its refitted collaborative part (:func:`cold_refit`)."""
+    collab = cf.score(hist, halflife=halflife)
+    return {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
+            "lexical": lex}
+
+
 def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
                     neighbours, val: Validation, stats: dict, lexical: LexicalScorer | None = None,
                     evidence: Evidence | None = None) -> tuple[dict, dict, dict]:
@@ -137,8 +186,10 @@ def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray
         collab = cf.score(val.hist, halflife=hl)
         parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
                  "lexical": lex}
-        cold, (g, lw) = _cold_choice(hc, _grader(hc, dense, parts, val.targets, val.cold_excl, stats),
-                                     split.n_items, parts)
+        cold_parts = parts if val.cold_cf is None else _cold_parts(
+            val.cold_cf, None if neighbours is None else val.cold_neighbours, val.hist, hl, lex)
+        cold, (g, lw) = _cold_choice(hc, _grader(hc, dense, cold_parts, val.targets, val.cold_excl, stats),
+                                     split.n_items, cold_parts)
         cold_grids[str(hl)], grids[str(hl)] = cold, {}
         grade = _grader(hc, dense, parts, val.targets, val.hist, stats)
         for c in sorted({float(c) for c in hc.cf_confidences}):
@@ -222,8 +273,7 @@ def _evidence(hc: HybridConfig, split: Split, val: Validation, cf: Collaborative
     rows = np.sort(rng.choice(len(val.users), min(len(val.users), EVIDENCE_USERS), replace=False))
     pseudo = np.unique(np.concatenate([val.targets[r] for r in rows]))
     train_r, reveal = hide_beyond(split.train, pseudo, hc.fewshot_reveal, hc.seed)
-    refit = model.with_params().fit(train_r, split.n_users, split.n_items)
-    cf_r = fit_collaborative(cf.name, train_r, split.n_users, split.n_items, fitted=refit)
+    cf_r = refit(cf, model, train_r, split.n_users, split.n_items)
     hist_r = histories(train_r, split.n_users)
     return Evidence(cf_r, rows, [hist_r[val.users[r]] for r in rows],
                     pseudo_cold_exclusions([val.hist[r] for r in rows], pseudo, split.n_items), reveal)
@@ -273,6 +323,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
                 "pooling": encode_histories(pool, item_emb, val.hist)}
     cf, cf_tuned, cf_fitted = _collaborative(cfg, split)
     ev = _evidence(hc, split, val, cf, cf_fitted)
+    val, cold_record = cold_refit(hc, split, val, cf, cf_fitted, item_emb)
     if cf_tuned and "halflife" in cf_tuned["params"]:
         hc.cf_halflives = sorted({*map(float, hc.cf_halflives), float(cf_tuned["params"]["halflife"])})
     lexical = LexicalScorer.fit(ctx.item_texts()) if cf is not None and max(hc.lexical_weights) > 0 else None
@@ -291,6 +342,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     info = _record(grids, cold_grids, best, len(val.users), "config" if hc.user_model != "auto" else "validation",
                    pool_info, meta)
     info["collaborative"] = cf_tuned
+    info["cold_validation"] = cold_record
     info["search"] = stats
     model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
                         neighbours if b["bridge"] > 0 else None, b["bridge"],
