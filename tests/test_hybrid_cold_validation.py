@@ -111,3 +111,20 @@ def test_evidence_validation_counts_come_from_the_cut_interactions():
     for item, r in reveal.items():
         assert cf_r.counts[item] == min(r, cf.counts[item]) >= 1
     assert ((cf_r.counts > 0) == (cf.counts > 0)).all()
+
+
+def test_cold_parts_stay_off_unless_validation_tells_them_from_noise():
+    """The one-standard-error rule of the cold choice: a part within noise of the best stays off, a part
+    that clearly helps is kept."""
+    from recsys_llm.stages.hybrid import one_se_simplest
+
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    keys = [(0.0, 0.0), (0.5, 0.0), (0.0, 0.25), (0.5, 0.25)]
+    noisy = [base, base + rng.normal(0.002, 0.05, 400), base - 0.01, base + rng.normal(0.001, 0.05, 400)]
+    means = {k: float(v.mean()) for k, v in zip(keys, noisy, strict=True)}
+    assert max(means, key=means.get) != (0.0, 0.0)  # a mixed setting has the best mean ...
+    assert one_se_simplest(keys, noisy, means) == (0.0, 0.0)  # ... but not by more than noise: text alone
+    clear = [base, base + 0.05 + rng.normal(0, 0.01, 400), base - 0.01, base + 0.02]
+    means = {k: float(v.mean()) for k, v in zip(keys, clear, strict=True)}
+    assert one_se_simplest(keys, clear, means) == (0.5, 0.0)  # a clear gain keeps the bridge

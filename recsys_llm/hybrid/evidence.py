@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from recsys_llm.hybrid.model import CollaborativeScorer, fit_collaborative
+from recsys_llm.hybrid.collaborative import CollaborativeScorer, fit_collaborative
 
 __all__ = ["choose_confidence", "hide_beyond", "pseudo_cold_exclusions", "refit", "without_items"]
 

@@ -201,10 +201,11 @@ def _ndcg_block(cs: CandidateSet, rows: slice, f: np.ndarray, k: int) -> tuple[n
 
 
 def fused_grid(cs: CandidateSet, trust: np.ndarray, settings: Sequence[tuple[float, ...]], k: int = 10,
-               chunk: int = 256) -> np.ndarray:
+               chunk: int = 256, per_user: bool = False) -> np.ndarray:
     """Mean validation NDCG@k of each setting ``(w, bridge[, lexical])`` with per-item ``trust``: ``(settings,)``
     float64, equal to ``mean(ndcg_at(fuse(dense, collab, w, trust, "weighted", bridged, bridge, lexical_scores,
-    lexical), targets, exclude, k))``.
+    lexical), targets, exclude, k))``; with ``per_user``, the ``(settings, users with targets)`` values the
+    means are taken over (paired comparisons of settings).
     """
     trust = np.asarray(trust, dtype=np.float32)
     settings = [(float(s[0]), float(s[1]), float(s[2]) if len(s) > 2 else 0.0) for s in settings]
@@ -226,6 +227,8 @@ def fused_grid(cs: CandidateSet, trust: np.ndarray, settings: Sequence[tuple[flo
     cs.pairs += out.size
     cs.fallback += int(unsure.sum())
     has = cs.n_rel > 0
+    if per_user:
+        return out[:, has]
     return out[:, has].mean(axis=1) if has.any() else np.full(len(settings), np.nan)
 
 

@@ -118,6 +118,18 @@ def few_shot_curves(ctx: Context, counts: Sequence[int] | None = None, k: int = 
             "user": _user_side(ctx, models, [c for c in counts if c >= 1], k)}
 
 
+def _refit_collaborative(hybrid: HybridModel, train: pd.DataFrame, n_users: int, n_items: int):
+    """The hybrid's collaborative part refitted on ``train`` with the setting it was tuned to (``hybrid.json``'s
+    ``collaborative`` record: e.g. recency EASE with its l2), so each few-shot point scores the served model's
+    kind of matrix; the library default only for a hybrid saved without that record."""
+    name = hybrid.cf.name if hybrid.cf is not None else "ease"
+    tuned = hybrid.info.get("collaborative") or {}
+    fitted = None
+    if tuned.get("baseline"):
+        fitted = make_baseline(tuned["baseline"]).with_params(**tuned.get("params", {})).fit(train, n_users, n_items)
+    return fit_collaborative(name, train, n_users, n_items, fitted=fitted)
+
+
 def _item_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict | None:
 
     split, cfg = ctx.split, ctx.cfg
@@ -145,8 +157,7 @@ def _item_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
         train_n = pd.concat([split.train, revealed[split.train.columns]], ignore_index=True)
         rev_hist = histories(revealed, split.n_users)
         hist = [np.concatenate([known[u], rev_hist[u]]) for u in users]
-        cf = fit_collaborative(hybrid.cf.name if hybrid.cf is not None else "ease", train_n, split.n_users,
-                               split.n_items)
+        cf = _refit_collaborative(hybrid, train_n, split.n_users, split.n_items)
         hc = cfg.hybrid
         neighbours = (text_neighbours(items, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
                       if hybrid.bridge > 0 else None)  # revealed items become donors of the bridge
