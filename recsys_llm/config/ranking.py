@@ -234,8 +234,8 @@ class HybridConfig(Section):
     pooling_max_items: int = field(default=50, metadata=meta("Most recent history items the pooling sees."))
     sequence_steps: int = field(default=200, metadata=meta(
         "Optimizer steps of the sequence user model (a one-layer transformer over the history's item "
-        "embeddings, recsys_llm.encoder.sequence_model); 0 = no sequence model (about 10 s per 100 steps on 2 "
-        "CPU cores for 384-dim items at the default batch)."))
+        "embeddings, recsys_llm.encoder.sequence_model); 0 = no sequence model (about 12 s per 100 steps on 2 "
+        "busy CPU cores for 384-dim items at the default batch, measured on ml-latest-small)."))
     sequence_batch_size: int = field(default=256, metadata=meta(
         "(history prefix, next item) pairs per step of the sequence model; their positives are each other's "
         "in-batch negatives."))
