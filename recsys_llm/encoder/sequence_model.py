@@ -21,8 +21,8 @@ Scores and the folded user vector: the score of item ``i`` is ``z . a(e_i)``. Th
 equals ``(z + A^T z) . e_i``: :meth:`SequenceUserModel.forward` returns that folded vector, L2-normalised
 (the norm does not change a user's ranking), and everything downstream (the index, the catalogue, the hybrid's
 dense part, items added later) scores it against the unchanged item embeddings, so nothing on the item side is
-stored or recomputed. :meth:`SequenceUserModel.adapt_items` gives the adapted item matrix when it is wanted
-explicitly (``adapt_items(E) @ z == E @ fold(z)``). A non-linear item adaptor would need a second item matrix
+stored or recomputed. :func:`adapted_items` gives the adapted item matrix when it is wanted explicitly
+(``adapted_items(E) @ z == E @ fold(z)``). A non-linear item adaptor would need a second item matrix
 in the index and in every added item; the linear one keeps one.
 
 Artifact (``save``/``load``): ``user_sequence.safetensors`` + ``user_sequence.json`` (constructor arguments,
@@ -56,7 +56,7 @@ from recsys_llm.encoder.histories import flatten_histories, pack_rows
 from recsys_llm.encoder.pooling_model import item_matrix
 from recsys_llm.encoder.weights_file import load_weights, save_weights
 
-__all__ = ["FORMAT_VERSION", "SequenceUserModel", "encode_sequences"]
+__all__ = ["FORMAT_VERSION", "SequenceUserModel", "adapted_items", "encode_sequences"]
 
 logger = logging.getLogger(__name__)
 
@@ -267,3 +267,14 @@ def encode_sequences(
     finally:
         model.train(was_training)
     return out
+
+
+@torch.inference_mode()
+def adapted_items(model: SequenceUserModel, item_emb: np.ndarray) -> np.ndarray:
+    """The item tower on every item: float32 ``(n_items, dim)`` ``e + A e``, not normalised.
+
+    Serving does not need it (the user vector folds the adaptor in: ``adapted_items(E) @ z`` ranks like
+    ``E @ u``); it is here to inspect the item side or to build an index of adapted items.
+    """
+    item_t = torch.from_numpy(item_matrix(item_emb, model.dim)).to(model.position.device)
+    return np.ascontiguousarray(model.adapt_items(item_t).float().cpu().numpy())
