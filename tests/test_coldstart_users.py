@@ -185,6 +185,21 @@ def test_hybrid_with_sequence_users_serves_their_stored_and_encoded_vectors(run,
     np.testing.assert_array_equal(known.ids, new.ids)
     np.testing.assert_allclose(known.scores, new.scores, atol=1e-5)
 
+    # feedback: an interaction recomputes the user's stored sequence vector from the new history at once
+    from recsys_llm.serve.live import LiveRecommender
+
+    live = LiveRecommender(rec)
+    u, uid = users[0], rec.users.to_external(np.array([users[0]]))[0]
+    item = next(i for i in range(rec.n_items) if i not in set(rec.known[u].tolist()))
+    before = live.rec.stored_vectors("sequence")[u].copy()
+    with live.log.locked():
+        live.write_interactions([{"user_id": uid, "item_id": str(rec.catalogue.idmap.external[item])}])
+    assert rec.known[u][-1] == item and live.user_models() == ["sequence"]
+    after = rec.stored_vectors("sequence")[u]
+    np.testing.assert_allclose(after, encode_sequences(rec.sequence, rec.catalogue.vectors, [rec.known[u]])[0],
+                               atol=1e-6)
+    assert not np.allclose(after, before)
+
 
 def test_sequence_steps_zero_turns_the_sequence_model_off(run, capsys):
     assert main(["hybrid", "--run-dir", str(run), "--set", "hybrid.sequence_steps=0"]) == 0
