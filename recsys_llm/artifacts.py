@@ -28,6 +28,7 @@ from recsys_llm.config import PipelineConfig
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.encoder.onnx_encoder import OnnxTextEncoder, TextEncoder
 from recsys_llm.encoder.user_pooling import PoolingUserModel
+from recsys_llm.encoder.user_sequence import SequenceUserModel
 from recsys_llm.hybrid import HybridModel
 from recsys_llm.index.base import IndexMismatchError, VectorIndex
 from recsys_llm.index.registry import load_index
@@ -158,15 +159,19 @@ def load_run_index(run: RunDir, meta: dict, use_gpu: str | None = None) -> Vecto
                                                                       "data_fingerprint": meta["data_fingerprint"]}})
 
 
-def load_hybrid(run: RunDir) -> tuple[HybridModel, PoolingUserModel]:
-    """(HybridModel, PoolingUserModel) of a run, checked against its current embeddings."""
+def load_hybrid(run: RunDir) -> tuple[HybridModel, PoolingUserModel, SequenceUserModel | None]:
+    """(HybridModel, PoolingUserModel, SequenceUserModel or None when the run has none) of a run, checked
+    against its current embeddings."""
     with reading(run, run.hybrid, "hybrid"):
         model = HybridModel.load(run.require(run.hybrid, "hybrid"))
         pool = PoolingUserModel.load(run.hybrid)
+        seq = None
+        if model.user_model == "sequence" or (run.hybrid / "user_sequence.json").exists():
+            seq = SequenceUserModel.load(run.hybrid)
     meta = read_json(run, run.embeddings() / "embeddings.json", "embed")
     if model.info.get("embeddings") != meta["encoder"] or model.info.get("data_fingerprint") != meta["data_fingerprint"]:
         raise ArtifactError(run.hybrid, f"fitted on other embeddings than {run.embeddings()}", "hybrid", run.root)
-    return model, pool
+    return model, pool, seq
 
 
 # -------------------------------------------------------------------------------------------- live catalog

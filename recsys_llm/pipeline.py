@@ -8,7 +8,7 @@ Stages, in order (each reads earlier artifacts from the run directory and writes
     embed          encoder -> embeddings/{item_emb,item_ids,user_emb,user_ids}.npy
     build_index    embeddings -> index/{index.faiss,index.json}
     retrieve       index + user embeddings -> candidates/{warm,cold-item,cold-user}.npz (seen items filtered)
-    fit_hybrid     embeddings + training interactions -> hybrid/ (pooled users + collaborative fusion)
+    fit_hybrid     embeddings + training interactions -> hybrid/ (pooled + sequence users, collaborative fusion)
     train_reranker candidates of training prefixes -> reranker/ (adapter + head + reranker.json)
     select_served  validation users, through the Recommender -> served.json (first stage + rerank setting)
     rerank         candidates + reranker -> ranked/<slice>.npz (+ .scores.npz for the report's sweep)

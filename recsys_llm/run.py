@@ -8,7 +8,7 @@ Every stage reads its inputs from and writes its artifact to one folder (``--run
     embeddings[_zeroshot]/   item_emb.npy, item_ids.npy, user_emb.npy, user_ids.npy, embeddings.json (embed)
     index/                   index.faiss (or .npy / Milvus) + index.json (index build)
     candidates/ ranked/      per-slice top-K lists (retrieve, rerank apply)
-    hybrid/                  user pooling + collaborative fusion, chosen on validation (hybrid)
+    hybrid/                  user pooling, sequence model + collaborative fusion, chosen on validation (hybrid)
     reranker/                cross-encoder adapter + head (rerank train)
     served.json              the configuration the Recommender serves, chosen on validation (select)
     export/                  ONNX graphs of the encoder and cross-encoder + export.json (export)
@@ -83,12 +83,22 @@ class RunDir:
     candidates = property(lambda self: self.root / "candidates")
     ranked = property(lambda self: self.root / "ranked")
     coldstart = property(lambda self: self.root / "coldstart")  # items added/updated/retired after prepare
-    hybrid = property(lambda self: self.root / "hybrid")  # user-pooling model + collaborative fusion
+    hybrid = property(lambda self: self.root / "hybrid")  # pooling + sequence user models, collaborative fusion
     served = property(lambda self: self.root / "served.json")  # what the Recommender serves
     timings = property(lambda self: self.root / "timings.json")
 
     def embeddings(self, zero_shot: bool = False) -> Path:
         return self.root / ("embeddings_zeroshot" if zero_shot else "embeddings")
+
+    def user_vectors(self, model: str) -> tuple[Path, str]:
+        """Every known user's stored vector of a user model (``text``, ``pooling``, ``sequence``): the ``.npy``
+        file and the stage that writes it."""
+        files = {"text": (self.embeddings() / "user_emb.npy", "embed"),
+                 "pooling": (self.hybrid / "user_pooled.npy", "hybrid"),
+                 "sequence": (self.hybrid / "user_sequence.npy", "hybrid")}
+        if model not in files:
+            raise ValueError(f"user model {model!r} has no stored vectors; one of {', '.join(files)}")
+        return files[model]
 
     def require(self, path: Path, stage: str) -> Path:
         """``path`` if it exists, else an :class:`ArtifactError` saying which stage makes it."""

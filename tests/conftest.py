@@ -137,6 +137,7 @@ TINY = [
     "--set", "rerank.valid_users=10", "--set", "split.cold_item_fraction=0.2",
     "--set", "text.user_max_tokens=32", "--set", "text.item_max_tokens=16", "--set", "rerank.max_tokens=48",
     "--set", "hybrid.pooling_steps=20", "--set", "hybrid.pooling_batch_size=32", "--set", "hybrid.few_shot=[0,1,3]",
+    "--set", "hybrid.sequence_steps=20", "--set", "hybrid.sequence_batch_size=32", "--set", "hybrid.sequence_negatives=16",
     "--set", "hybrid.weights=[0.0,0.5,1.0]", "--set", "hybrid.cf_halflives=[0,5]",
 ]
 

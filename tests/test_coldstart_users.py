@@ -21,11 +21,11 @@ def run(tiny_run, tmp_path):
 
 def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
     meta = json.loads((tiny_run / "hybrid" / "hybrid.json").read_text())
-    assert meta["user_model"] in ("text", "pooling") and meta["chosen_by"] == "validation"
+    assert meta["user_model"] in ("text", "pooling", "sequence") and meta["chosen_by"] == "validation"
     grids = meta["valid_ndcg@10"]
     tuned = meta["collaborative"]  # the collaborative part takes its baseline's tuned setting; its half-life joins
     assert tuned["baseline"] == "ease_recency" and "l2" in tuned["params"]
-    assert set(grids) == {"text", "pooling"} and set(grids["text"]) == {"0.0", "5.0", str(tuned["params"]["halflife"])}
+    assert set(grids) == {"text", "pooling", "sequence"} and set(grids["text"]) == {"0.0", "5.0", str(tuned["params"]["halflife"])}
     from recsys_llm.stages.hybrid import better_user_model as _better_user_model
 
     um = meta["user_model"]
@@ -35,8 +35,9 @@ def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
     assert um == _better_user_model(meta["best"])  # and the user model the better over warm + cold
     cold = meta["cold_sim_ndcg@10"][meta["user_model"]][str(meta["halflife"])]
     assert cold[f'{meta["bridge"]},{meta["lexical_weight"]}'] == pytest.approx(max(cold.values()))  # and the bridge its best
-    assert meta["pooling"]["steps"] == 20 and meta["valid_users"] > 0
-    for f in ("collaborative.safetensors", "user_pooling.safetensors", "user_pooling.json"):
+    assert meta["pooling"]["steps"] == 20 and meta["sequence"]["steps"] == 20 and meta["valid_users"] > 0
+    for f in ("collaborative.safetensors", "user_pooling.safetensors", "user_pooling.json", "user_sequence.json",
+              "user_sequence.safetensors", "user_sequence.npy"):
         assert (tiny_run / "hybrid" / f).exists()
 
 
@@ -64,7 +65,8 @@ def test_report_has_hybrid_rows_ratios_and_few_shot_curves(tiny_run):
             assert all(lo <= m <= hi for m, lo, hi in zip(v["NDCG@10"], v["low"], v["high"], strict=True))
     models = fs["item"]["models"]
     meta = json.loads((tiny_run / "hybrid" / "hybrid.json").read_text())
-    dense = models["fine-tuned retrieval (text user)" if meta["user_model"] == "text" else "fine-tuned, pooled user"]
+    dense = models[{"text": "fine-tuned retrieval (text user)", "pooling": "fine-tuned, pooled user",
+                    "sequence": "fine-tuned, sequence user"}[meta["user_model"]]]
     if meta["bridge"] == 0 and meta["lexical_weight"] == 0:
         # n = 0: no cold item has a collaborative signal (trust 0), so the hybrid ranks them by text alone
         assert models["hybrid (text + collaborative)"]["NDCG@10"][0] == pytest.approx(dense["NDCG@10"][0])
@@ -160,3 +162,51 @@ def test_auto_user_model_weighs_warm_and_cold_equally():
     assert _better_user_model(warm_only) == "text"
     both = {"text": {"ndcg@10": 0.072, "cold_ndcg@10": 0.20}, "pooling": {"ndcg@10": 0.070, "cold_ndcg@10": 0.30}}
     assert _better_user_model(both) == "pooling"  # 3% behind on warm, 50% ahead on cold
+
+
+def test_hybrid_with_sequence_users_serves_their_stored_and_encoded_vectors(run, capsys):
+    """`hybrid.user_model=sequence`: the model is saved with every known user's vector; a known user ranked from
+    the stored vector and the same history given as a new user get the same vector and the same list."""
+    from recsys_llm.encoder.user_sequence import SequenceUserModel, encode_sequences
+    from recsys_llm.serve import Recommender, ServedConfig
+
+    assert main(["hybrid", "--run-dir", str(run), "--set", "hybrid.user_model=sequence"]) == 0
+    assert "hybrid: sequence users" in capsys.readouterr().out
+    meta = json.loads((run / "hybrid" / "hybrid.json").read_text())
+    assert meta["user_model"] == "sequence" and meta["chosen_by"] == "config"
+    assert meta["sequence"]["kept"] in ("trained", "mean") and "valid_recall@10" in meta["sequence"]
+    rec = Recommender.load(run, served=ServedConfig("hybrid"))
+    assert isinstance(rec.sequence, SequenceUserModel) and rec.hybrid.user_model == "sequence"
+    stored = rec.stored_vectors("sequence")
+    np.testing.assert_allclose(stored, encode_sequences(rec.sequence, rec.catalogue.vectors, rec.known), atol=1e-6)
+    users = [u for u in range(len(rec.known)) if len(rec.known[u])][:5]
+    known = rec.rank(users=users, k=10)
+    new = rec.rank(histories=[rec.known[u] for u in users], k=10)
+    np.testing.assert_array_equal(known.ids, new.ids)
+    np.testing.assert_allclose(known.scores, new.scores, atol=1e-5)
+
+    # feedback: an interaction recomputes the user's stored sequence vector from the new history at once
+    from recsys_llm.serve.live import LiveRecommender
+
+    live = LiveRecommender(rec)
+    u, uid = users[0], rec.users.to_external(np.array([users[0]]))[0]
+    item = next(i for i in range(rec.n_items) if i not in set(rec.known[u].tolist()))
+    before = live.rec.stored_vectors("sequence")[u].copy()
+    with live.log.locked():
+        live.write_interactions([{"user_id": uid, "item_id": str(rec.catalogue.idmap.external[item])}])
+    assert rec.known[u][-1] == item and live.user_models() == ["sequence"]
+    after = rec.stored_vectors("sequence")[u]
+    np.testing.assert_allclose(after, encode_sequences(rec.sequence, rec.catalogue.vectors, [rec.known[u]])[0],
+                               atol=1e-6)
+    assert not np.allclose(after, before)
+
+
+def test_sequence_steps_zero_turns_the_sequence_model_off(run, capsys):
+    assert main(["hybrid", "--run-dir", str(run), "--set", "hybrid.sequence_steps=0"]) == 0
+    meta = json.loads((run / "hybrid" / "hybrid.json").read_text())
+    assert meta["sequence"] is None and set(meta["valid_ndcg@10"]) == {"text", "pooling"}
+    assert not list((run / "hybrid").glob("user_sequence*"))  # the earlier fit's files are gone
+    capsys.readouterr()
+    assert main(["hybrid", "--run-dir", str(run), "--set", "hybrid.user_model=sequence"]) == 2
+    err = capsys.readouterr().err
+    assert "hybrid.user_model" in err and "needs the sequence model: set hybrid.sequence_steps > 0" in err

@@ -16,7 +16,7 @@ def test_demo_writes_every_artifact(tiny_run):
                 "text/items.jsonl", "encoder/encoder.json", "encoder/train_log.jsonl",
                 "embeddings/item_emb.npy", "embeddings_zeroshot/item_emb.npy", "index/index.faiss",
                 "index/index.json", "candidates/warm.npz", "candidates/cold-item.npz", "reranker/reranker.json",
-                "ranked/warm.npz", "served.json", "hybrid/user_pooled.npy", "report.json", "report.md",
+                "ranked/warm.npz", "served.json", "hybrid/user_pooled.npy", "hybrid/user_sequence.npy", "report.json", "report.md",
                 "timings.json"]:
         assert (tiny_run / rel).exists(), rel
     emb = np.load(tiny_run / "embeddings/item_emb.npy")
@@ -29,7 +29,8 @@ def test_report_has_every_model_and_baseline_with_intervals(tiny_run):
     got = {(r["model"], r["slice"]) for r in report["rows"]}
     models = {"random", "most popular", "ItemKNN", "EASE", "EASE, recency-weighted query", "SASRec",
               "BM25 (item text)", "zero-shot backbone",
-              "fine-tuned retrieval", "fine-tuned + rerank", "fine-tuned, pooled user", "hybrid (text + collaborative)",
+              "fine-tuned retrieval", "fine-tuned + rerank", "fine-tuned, pooled user", "fine-tuned, sequence user",
+              "hybrid (text + collaborative)",
               "ID only (hybrid's collaborative part)", "served"}
     slices = {r["slice"] for r in report["rows"]}
     assert {"warm", "cold-item"} <= slices <= {"warm", "cold-item", "cold-user"}
@@ -99,7 +100,7 @@ def test_report_sweeps_rerank_depth_and_fusion_against_retrieval(tiny_run):
     assert sum(r["headline"] for r in sweep) == len(slices)
     paired = [p for p in report["paired"] if p["baseline"] == "fine-tuned retrieval"]
     assert {p["slice"] for p in paired} == slices
-    assert {p["model"] for p in paired} == {"fine-tuned + rerank", "fine-tuned, pooled user",
+    assert {p["model"] for p in paired} == {"fine-tuned + rerank", "fine-tuned, pooled user", "fine-tuned, sequence user",
                                             "hybrid (text + collaborative)", "served"}
     assert "by rerank depth and fusion weight" in (tiny_run / "report.md").read_text()
     with np.load(tiny_run / "ranked" / "warm.scores.npz") as z:

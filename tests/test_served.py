@@ -34,15 +34,20 @@ def _cli_list(run, user: str, capsys, k: int = 10) -> list[str]:
     return [r["item_id"] for r in json.loads(capsys.readouterr().out)]
 
 
-@pytest.mark.parametrize("served", [None, ServedConfig("hybrid", 6, 0.5, "validation")],
-                         ids=["chosen-on-validation", "hybrid-rerank"])
-def test_cli_serves_exactly_the_reported_lists(served_run, served, capsys, tmp_path):
+@pytest.mark.parametrize(("served", "user_model"), [(None, None), (ServedConfig("hybrid", 6, 0.5, "validation"), None),
+                                                   (ServedConfig("hybrid", chosen_by="validation"), "sequence")],
+                         ids=["chosen-on-validation", "hybrid-rerank", "hybrid-sequence-users"])
+def test_cli_serves_exactly_the_reported_lists(served_run, served, user_model, capsys, tmp_path):
     """50 test users through `recsys-llm recommend`: the same items in the same order as the report's served
-    row, for the validation-chosen configuration and for forced hybrid->rerank and dense->rerank ones."""
+    row, for the validation-chosen configuration, a forced hybrid->rerank one, and the hybrid over the sequence
+    user model (the hybrid refitted with it, then `select` and a forced hybrid first stage)."""
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(served_run, run)
+    if user_model is not None:
+        assert main(["hybrid", "--run-dir", str(run), "--set", f"hybrid.user_model={user_model}"]) == 0
+        assert main(["select", "--run-dir", str(run)]) == 0
     if served is not None:
         served.save(artifacts.RunDir(run))  # a new served.json: the stages after `select` are rerun, as info says
         assert main(["rerank", "apply", "--run-dir", str(run)]) == 0

@@ -132,8 +132,8 @@ TOP: list[tuple[str, str, str, list[Adder]]] = [
     ("finetune", "LoRA-fine-tune the two-tower encoder (accelerate)", "cmd_finetune", [_set, _resume]),
     ("embed", "encode all items and users with the fine-tuned (or untuned) encoder", "cmd_embed", [_zero_shot, _backend]),
     ("retrieve", "top-K candidates for every evaluated user, per slice", "cmd_retrieve", []),
-    ("hybrid", "fit the user-pooling model and the text + collaborative fusion (choices made on validation "
-     "users)", "cmd_hybrid", [_set]),
+    ("hybrid", "fit the pooling and sequence user models and the text + collaborative fusion (choices made on "
+     "validation users)", "cmd_hybrid", [_set]),
     ("select", "choose on validation what is served (first stage, rerank depth and weight) -> served.json",
      "cmd_select", [_set]),
     ("evaluate", "full-ranking metrics per model and slice -> report.json/report.md", "cmd_evaluate", []),

@@ -26,20 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from recsys_llm.device import resolve_device
 from recsys_llm.encoder.histories import flatten_histories, pack_rows
-from recsys_llm.io_utils import atomic_path, atomic_write_json, file_sha256, load_json
+from recsys_llm.encoder.weights_file import load_weights, save_weights
 
 __all__ = ["FORMAT_VERSION", "PoolingUserModel", "encode_histories", "encode_ids", "item_matrix"]
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "user_pooling.safetensors"
-META_FILE = "user_pooling.json"
+STEM = "user_pooling"  # user_pooling.safetensors + user_pooling.json
 FORMAT_VERSION = 1
 INIT_TEMPERATURE = 0.05
 MAX_LOGIT_SCALE = 100.0  # 1 / temperature is clamped to [1, 100] (CLIP's bound)
@@ -152,16 +150,7 @@ class PoolingUserModel(nn.Module):
             metadata: free JSON-serialisable dict stored as ``metadata`` (e.g. the item embeddings'
                 fingerprint and the fit info).
         """
-        folder = Path(folder)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(folder / WEIGHTS_FILE) as tmp:
-            save_file(tensors, str(tmp))
-            sha = file_sha256(tmp)
-        # the json names the weights' sha256: a crash between the two renames cannot pass as a valid pair
-        meta = {**self.config(), "format_version": FORMAT_VERSION, "weights_sha256": sha,
-                "metadata": dict(metadata or {})}
-        atomic_write_json(folder / META_FILE, meta)
-        logger.info("saved user pooling model to %s", folder)
+        save_weights(self, self.config(), folder, STEM, format_version=FORMAT_VERSION, metadata=metadata)
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> PoolingUserModel:
@@ -171,34 +160,11 @@ class PoolingUserModel(nn.Module):
 
         Raises:
             FileNotFoundError: ``folder/user_pooling.json`` or ``folder/user_pooling.safetensors`` missing.
-            ValueError: unknown format version, bad dim/max_items, weights that do not match the json
-                (sha256, names or shapes).
+            ValueError: JSON that does not parse, unknown format version, bad dim/max_items, weights that do
+                not match the json (sha256, names or shapes).
         """
-        folder = Path(folder)
-        for name in (META_FILE, WEIGHTS_FILE):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name} not found: no saved user pooling model in {folder}; "
-                                        f"{_MAKE_IT}")
-        meta = load_json(folder / META_FILE)
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            found = meta.get("format_version") if isinstance(meta, dict) else None
-            raise ValueError(f"{folder / META_FILE}: format_version {found!r}, this version reads "
-                             f"{FORMAT_VERSION}; {_MAKE_IT} again")
-        dim, max_items = meta.get("dim"), meta.get("max_items")
-        try:
-            model = cls(dim, max_items)  # type: ignore[arg-type]
-        except ValueError as e:
-            raise ValueError(f"{folder / META_FILE}: {e}") from None
-        if file_sha256(folder / WEIGHTS_FILE) != meta.get("weights_sha256"):
-            raise ValueError(f"{folder / WEIGHTS_FILE} does not match the sha256 recorded in {META_FILE} "
-                             f"(corrupt, edited or from another save); {_MAKE_IT} again")
-        tensors = load_file(str(folder / WEIGHTS_FILE))
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        found_shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-        if found_shapes != expected:
-            raise ValueError(f"{folder / WEIGHTS_FILE}: tensors {found_shapes} do not fit dim={dim}, "
-                             f"max_items={max_items} from {META_FILE} (expected {expected})")
-        model.load_state_dict(tensors)
+        model, meta = load_weights(cls, ("dim", "max_items"), folder, STEM, format_version=FORMAT_VERSION,
+                                   what="user pooling model", make_it=_MAKE_IT)
         model.metadata = dict(meta.get("metadata") or {})
         return model.to(resolve_device(device)).eval()
 

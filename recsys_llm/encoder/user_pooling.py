@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,7 +47,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from recsys_llm.device import resolve_device
-from recsys_llm.encoder.histories import flatten_histories, pack_histories, pack_rows
+from recsys_llm.encoder.histories import pack_histories
+from recsys_llm.encoder.next_item import (
+    NextItemExamples,
+    Valid,
+    allowed_ids,
+    check_settings,
+    check_valid,
+    valid_recall,
+)
 from recsys_llm.encoder.pooling_model import (
     FORMAT_VERSION,
     PoolingUserModel,
@@ -56,14 +63,11 @@ from recsys_llm.encoder.pooling_model import (
     encode_ids,
     item_matrix,
 )
-from recsys_llm.ranking import embedding_ranking_metrics
 
 __all__ = ["FORMAT_VERSION", "PoolingUserModel", "encode_histories", "fit_pooling", "pack_histories"]
 
 logger = logging.getLogger(__name__)
 
-Valid = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
-"""Validation users: ``(histories, targets)``, one held-out id array per history."""
 
 
 def fit_pooling(
@@ -116,14 +120,14 @@ def fit_pooling(
             training example (every history shorter than 2), or ``valid`` without any target.
     """
     t0 = time.perf_counter()
-    _check_settings(steps=steps, batch_size=batch_size, max_items=max_items, lr=lr)
+    check_settings(steps=steps, batch_size=batch_size, max_items=max_items, lr=lr)
     dev = resolve_device(device)
     item_np = item_matrix(item_emb, None)
     n_items, dim = item_np.shape
-    allowed = _allowed(allowed_items, n_items)
-    examples = _NextItemExamples.build(histories, allowed, n_items)
+    allowed = allowed_ids(allowed_items, n_items)
+    examples = NextItemExamples.build(histories, allowed, n_items)
     if valid is not None:
-        _check_valid(valid, n_items)
+        check_valid(valid, n_items)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -131,7 +135,7 @@ def fit_pooling(
     item_t = torch.from_numpy(item_np).to(dev)  # (n_items, dim)
     info: dict[str, Any] = {"steps": int(steps), "train_examples": len(examples)}
     if valid is not None:
-        info["valid_recall@10_mean"] = _valid_recall(model, item_np, allowed, *valid)
+        info["valid_recall@10_mean"] = _valid_recall(model, item_np, allowed, valid)
     losses = _train(model, examples, item_t, item_t[torch.from_numpy(allowed).to(dev)], steps=steps,
                     batch_size=batch_size, lr=lr, seed=seed, show_progress=show_progress)
     tail = losses[-max(1, len(losses) // 10):]
@@ -147,62 +151,19 @@ def fit_pooling(
     return model, info
 
 
-@dataclass
-class _NextItemExamples:
-    """Every ``(prefix h[:c] -> positive h[c])``, ``1 <= c < len(h)``, as indices into the flat histories.
-
-    Example ``e``: positive ``flat[pos[e]]``, prefix ``flat[start[e]:pos[e]]``; ``label_col[e]`` is the
-    positive's softmax column, ``col_of`` maps item id -> column (-1 = not an allowed item).
-    """
-
-    flat: np.ndarray
-    start: np.ndarray
-    pos: np.ndarray
-    label_col: np.ndarray
-    col_of: np.ndarray
-
-    @classmethod
-    def build(cls, histories: Sequence[np.ndarray], allowed: np.ndarray, n_items: int) -> _NextItemExamples:
-        col_of = np.full(n_items, -1, dtype=np.int64)  # item id -> softmax column, -1 = not allowed
-        col_of[allowed] = np.arange(len(allowed))
-        flat, starts, lens = flatten_histories(histories, n_items, "histories")
-        n_cuts = np.maximum(lens - 1, 0)  # examples per user
-        n_examples = int(n_cuts.sum())
-        if n_examples == 0:
-            raise ValueError(f"no training examples: all {len(lens)} histories are shorter than 2 items "
-                             "(each example is a prefix of >= 1 item and the next item)")
-        ex_start = np.repeat(starts, n_cuts)  # (n_examples,)
-        pos = ex_start + 1 + np.arange(n_examples) - np.repeat(np.cumsum(n_cuts) - n_cuts, n_cuts)
-        label_col = col_of[flat[pos]]
-        if (label_col < 0).any():
-            bad = int(np.flatnonzero(label_col < 0)[0])
-            row = int(np.searchsorted(starts + lens, pos[bad], side="right"))
-            raise ValueError(f"histories[{row}] has item {int(flat[pos[bad]])} at position "
-                             f"{int(pos[bad] - starts[row])}, a training positive outside allowed_items; "
-                             "pass allowed_items that cover every history item, or drop those items from the "
-                             "histories")
-        return cls(flat, ex_start, pos, label_col, col_of)
-
-    def __len__(self) -> int:
-        return len(self.pos)
-
-    def draw(self, rng: np.random.Generator, size: int, max_items: int
-             ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """``size`` uniform examples: packed prefixes ``(b, L)``, label columns ``(b,)`` and the (row, column)
-        logit cells of each prefix's items (masked: a seen item is no negative), the positive's excepted."""
-        batch = rng.integers(0, len(self), size=size)  # (b,)
-        b_pos, b_start = self.pos[batch], self.start[batch]
-        ids, _ = pack_rows(self.flat, b_pos, b_pos - b_start, max_items)  # (b, L)
-        labels = self.label_col[batch]
-        lens = b_pos - b_start
-        rows = np.repeat(np.arange(len(lens)), lens)
-        offsets = np.repeat(b_start - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
-        cols = self.col_of[self.flat[offsets]]
-        keep = (cols >= 0) & (cols != labels[rows])
-        return ids, labels, (rows[keep], cols[keep])
+def _draw(examples: NextItemExamples, rng: np.random.Generator, size: int, max_items: int
+          ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``size`` uniform examples: packed prefixes ``(b, L)``, label columns ``(b,)`` and the (row, column)
+    logit cells of each prefix's items (masked: a seen item is no negative), the positive's excepted."""
+    batch = examples.sample(rng, size)  # (b,)
+    labels = examples.label_col[batch]
+    rows, items = examples.prefix_items(batch)
+    cols = examples.col_of[items]
+    keep = (cols >= 0) & (cols != labels[rows])
+    return examples.packed(batch, max_items), labels, (rows[keep], cols[keep])
 
 
-def _train(model: PoolingUserModel, examples: _NextItemExamples, item_t: torch.Tensor,
+def _train(model: PoolingUserModel, examples: NextItemExamples, item_t: torch.Tensor,
            allowed_t: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
            show_progress: bool) -> list[float]:
     """``steps`` AdamW steps of full-softmax next-item cross-entropy over the allowed items; the losses."""
@@ -213,7 +174,7 @@ def _train(model: PoolingUserModel, examples: _NextItemExamples, item_t: torch.T
     model.train()
     with tqdm(range(steps), desc="fit user pooling", unit="step", disable=not show_progress) as bar:
         for step in bar:
-            ids, labels, (rows, cols) = examples.draw(rng, batch_size, model.max_items)
+            ids, labels, (rows, cols) = _draw(examples, rng, batch_size, model.max_items)
             user = encode_ids(model, item_t, ids)  # (b, dim)
             logits = model.scale() * (user @ allowed_t.T)  # (b, n_allowed)
             if rows.size:
@@ -235,7 +196,7 @@ def _keep_better(model: PoolingUserModel, info: dict[str, Any], item_np: np.ndar
                  valid: Valid) -> PoolingUserModel:
     """The trained model, or the mean-pooling start when that validates better (``info`` records both)."""
     start_recall = info["valid_recall@10_mean"]
-    trained = _valid_recall(model, item_np, allowed, *valid) if info["steps"] else start_recall
+    trained = _valid_recall(model, item_np, allowed, valid) if info["steps"] else start_recall
     info["valid_recall@10"] = trained
     if info["steps"] and trained < start_recall:
         logger.warning("user pooling: trained Recall@10 %.4f < mean pooling %.4f on %d validation users; "
@@ -245,42 +206,5 @@ def _keep_better(model: PoolingUserModel, info: dict[str, Any], item_np: np.ndar
     return model
 
 
-def _valid_recall(model: PoolingUserModel, item_np: np.ndarray, allowed: np.ndarray,
-                  histories: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
-    """Mean Recall@10 over users with targets: full ranking over ``allowed``, history items excluded."""
-    users = encode_histories(model, item_np, histories)  # (n, dim)
-    recall = embedding_ranking_metrics(users, item_np, targets, 10, seen=histories, candidates=allowed,
-                                       metrics=("recall",))["recall@10"]
-    if not np.isfinite(recall).any():
-        raise ValueError("valid has no user with a held-out target; pass non-empty targets or valid=None")
-    return float(np.nanmean(recall))
-
-
-def _check_settings(*, steps: int, batch_size: int, max_items: int, lr: float) -> None:
-    for name, value, low in (("steps", steps, 0), ("batch_size", batch_size, 1), ("max_items", max_items, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0; got {lr!r}")
-
-
-def _check_valid(valid: Valid, n_items: int) -> None:
-    v_hist, v_targets = valid
-    if len(v_hist) != len(v_targets):
-        raise ValueError(f"valid has {len(v_hist)} histories but {len(v_targets)} target arrays; "
-                         "need one target array per history")
-    flatten_histories(v_hist, n_items, "valid histories")
-    flatten_histories(v_targets, n_items, "valid targets")
-
-
-def _allowed(allowed_items: np.ndarray | None, n_items: int) -> np.ndarray:
-    if allowed_items is None:
-        return np.arange(n_items, dtype=np.int64)
-    arr = np.asarray(allowed_items)
-    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"allowed_items must be a non-empty 1-D integer array; got shape {arr.shape}, "
-                         f"dtype {arr.dtype}")
-    if arr.min() < 0 or arr.max() >= n_items:
-        raise ValueError(f"allowed_items must hold ids in [0, {n_items}) (rows of item_emb); got "
-                         f"{int(arr.min())}..{int(arr.max())}")
-    return np.unique(arr.astype(np.int64))
+def _valid_recall(model: PoolingUserModel, item_np: np.ndarray, allowed: np.ndarray, valid: Valid) -> float:
+    return valid_recall(lambda h: encode_histories(model, item_np, h), item_np, allowed, *valid)

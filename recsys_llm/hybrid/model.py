@@ -187,8 +187,8 @@ class HybridModel:
         halflife: recency weighting of the collaborative query (:meth:`CollaborativeScorer.score`).
         neighbours: the text-neighbour matrix ``N`` of the bridge; bridge: its weight (0 = off).
         lexical: BM25 over the item texts; lexical_weight: its weight on items without evidence (0 = off).
-        user_model: which user representation the dense part uses (``text`` / ``pooling``).
-        info: the validation record (grids, pooling training), saved in ``hybrid.json``.
+        user_model: which user representation the dense part uses (``text`` / ``pooling`` / ``sequence``).
+        info: the validation record (grids, pooling and sequence training), saved in ``hybrid.json``.
     """
 
     cf: CollaborativeScorer | None

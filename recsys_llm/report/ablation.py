@@ -4,7 +4,7 @@ text-only model, per slice and few-shot point, with paired intervals (issue 15).
 Every model the report scores is of one kind (:data:`KINDS`, :data:`FEW_SHOT_KINDS`):
 
 * **ID-only**: interactions only (most popular, ItemKNN, EASE, SASRec, the hybrid's collaborative part);
-* **text-only**: item text only at scoring time (BM25, the zero-shot and fine-tuned encoders, the pooled user,
+* **text-only**: item text only at scoring time (BM25, the zero-shot and fine-tuned encoders, the pooled and sequence users,
   the reranker; the fine-tuned ones learned from training interactions, but score any item from its text);
 * **both**: the hybrid, and the served row when it serves the hybrid (:func:`served_kind`).
 
@@ -56,6 +56,7 @@ KINDS: dict[str, str] = {
     "retrieval": TEXT,
     "rerank": TEXT,
     "pooling": TEXT,
+    "sequence": TEXT,
     "hybrid": BOTH,
 }
 """The report's model keys by kind (``random`` is none: it is the floor, not a model of either signal)."""
@@ -67,6 +68,7 @@ FEW_SHOT_KINDS: dict[str, str] = {
     BASELINE_NAMES["bm25"]: TEXT,
     MODEL_NAMES["retrieval"] + " (text user)": TEXT,
     MODEL_NAMES["pooling"]: TEXT,
+    MODEL_NAMES["sequence"]: TEXT,
     MODEL_NAMES["hybrid"]: BOTH,
 }
 """The few-shot curves' model names (:mod:`recsys_llm.report.fewshot`) by kind."""

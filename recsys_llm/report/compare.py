@@ -2,7 +2,7 @@
 
 Models: the classic baselines (random, most-popular, ItemKNN, EASE, BM25 over item text), the untuned
 backbone (zero-shot), fine-tuned retrieval (the FAISS candidates), fine-tuned + rerank (the reranked
-candidates), the pooled user, the hybrid and its ID-only part, and **served**: what the
+candidates), the pooled and the sequence user, the hybrid and its ID-only part, and **served**: what the
 :class:`~recsys_llm.serve.recommender.Recommender` serves with the configuration chosen on validation
 (``served.json``), ranked by the Recommender itself. Slices: ``warm`` (held-out test interactions),
 ``cold-item`` (interactions of items removed from training, ranked among the cold items unless
@@ -67,10 +67,12 @@ from recsys_llm.stages.rerank import dense_rerank_setting
 logger = logging.getLogger(__name__)
 
 PAIRS = (("rerank", "retrieval"), ("hybrid", "retrieval"), ("hybrid", "pooling"), ("pooling", "retrieval"),
+         ("sequence", "retrieval"), ("sequence", "pooling"), ("hybrid", "sequence"),
          ("hybrid", "hybrid_cf"), ("hybrid", "ease"), ("hybrid", "bm25"), ("retrieval", "bm25"),
          ("served", "retrieval"))
 """Explicit paired comparisons beyond "each of ours vs the best baseline": what reranking, the hybrid and
-the pooled user add over text retrieval, and the hybrid / text model vs the ID-only and BM25 baselines."""
+the pooled and sequence users add over text retrieval (and the sequence user over the pooled one), and the
+hybrid / text model vs the ID-only and BM25 baselines."""
 
 
 # ------------------------------------------------------------------------------------------ comparison

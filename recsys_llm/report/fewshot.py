@@ -36,6 +36,7 @@ from recsys_llm.artifacts import load_embeddings, load_encoder, load_hybrid
 from recsys_llm.classic import make_baseline
 from recsys_llm.data.splits import histories, targets
 from recsys_llm.encoder.user_pooling import encode_histories
+from recsys_llm.encoder.user_sequence import encode_sequences
 from recsys_llm.hybrid import HybridModel, fit_collaborative, text_neighbours
 from recsys_llm.protocol import rank_full, sample_users, tie_order
 from recsys_llm.report.ablation import FEW_SHOT_KINDS, ablate, few_shot_checks
@@ -70,13 +71,22 @@ def _ablation(side: str, counts: list[int], per_user: list[dict], blind: list[se
     return {"ablation": entries, "check": few_shot_checks(counts, per_user, side, n_boot, seed)}
 
 
-def _scorers(hist: list[np.ndarray], text_u: np.ndarray, pooled: np.ndarray, cf, hybrid, bm25, pop: np.ndarray,
-             items: np.ndarray) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def _history_users(models: tuple, hists: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """``{"pooling": (n, d), "sequence": (n, d)}`` vectors of ``hists`` (``sequence`` when the run has one)."""
+    items, _, _, pool, seq = models
+    out = {"pooling": encode_histories(pool, items, hists)}
+    if seq is not None:
+        out["sequence"] = encode_sequences(seq, items, hists)
+    return out
+
+
+def _scorers(hist: list[np.ndarray], text_u: np.ndarray, hist_u: dict[str, np.ndarray], cf, hybrid, bm25,
+             pop: np.ndarray, items: np.ndarray) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Every model of the curves as ``rows (b,) -> scores (b, n_items)``; ``rows`` index ``hist`` / ``text_u`` /
-    ``pooled`` (one entry per evaluated user)."""
+    ``hist_u[...]`` (:func:`_history_users`; one entry per evaluated user)."""
 
     n_items = len(items)
-    dense_u = pooled if hybrid.user_model == "pooling" else text_u
+    dense_u = hist_u.get(hybrid.user_model, text_u)
     pop = pop.astype(np.float32)
 
     def h(rows: np.ndarray) -> list[np.ndarray]:
@@ -89,7 +99,8 @@ def _scorers(hist: list[np.ndarray], text_u: np.ndarray, pooled: np.ndarray, cf,
     if cf is not None:
         fns[f"{'EASE' if cf.name == 'ease' else 'ItemKNN'} (ID only)"] = lambda rows: cf.score(h(rows), n_items)
     fns[MODEL_NAMES["retrieval"] + " (text user)"] = lambda rows: text_u[rows] @ items.T
-    fns[MODEL_NAMES["pooling"]] = lambda rows: pooled[rows] @ items.T
+    for model, vectors in hist_u.items():
+        fns[MODEL_NAMES[model]] = lambda rows, v=vectors: v[rows] @ items.T
     fns[MODEL_NAMES["hybrid"]] = lambda rows: hybrid.score(dense_u[rows] @ items.T, h(rows))
     return fns
 
@@ -144,8 +155,8 @@ def _item_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
     tg_all = histories(test, split.n_users)
     tg = [tg_all[u] for u in users]
     known = ctx.known_histories()
-    items, text_users, hybrid, pool = models
-    pooled = encode_histories(pool, items, [known[u] for u in users])  # (users, d): no cold item inside
+    items, text_users, hybrid, _, _ = models
+    hist_u = _history_users(models, [known[u] for u in users])  # (users, d) each: no cold item inside
     perm = tie_order(split.n_items, cfg.eval.seed)
     texts = ctx.item_texts()
     cand = split.cold_items
@@ -165,7 +176,7 @@ def _item_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
                               neighbours=neighbours, bridge=hybrid.bridge, lexical=hybrid.lexical,
                               lexical_weight=hybrid.lexical_weight)
         bm25 = make_baseline("bm25").fit(train_n, split.n_users, split.n_items, texts)
-        fns = _scorers(hist, text_users[users], pooled, cf, model_n, bm25,
+        fns = _scorers(hist, text_users[users], hist_u, cf, model_n, bm25,
                        np.bincount(train_n["item"], minlength=split.n_items), items)
         rows = np.arange(len(users))
         per_user.append({name: _add(out, name, rank_full(fn, rows, hist, k, cand, perm), tg, k, cfg)
@@ -191,7 +202,7 @@ def _user_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
         return None
     tg = [tg_all[u] for u in users]
     seen = [known[u] for u in users]
-    items, _, hybrid, pool = models
+    items, _, hybrid, _, _ = models
     encoder = load_encoder(ctx.run, cfg.train.device)
     perm = tie_order(split.n_items, cfg.eval.seed)
     texts = ctx.item_texts()
@@ -203,8 +214,7 @@ def _user_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
         hist = [h[-n:] for h in seen]
         text_u = encoder.encode_users(user_texts(hist, ctx.titles, cfg.text.user_max_items), cfg.text.user_max_tokens,
                                       show_progress=False)
-        pooled = encode_histories(pool, items, hist)
-        fns = _scorers(hist, text_u, pooled, hybrid.cf, hybrid, bm25, pop, items)
+        fns = _scorers(hist, text_u, _history_users(models, hist), hybrid.cf, hybrid, bm25, pop, items)
         per_user.append({name: _add(out, name, rank_full(fn, np.arange(len(users)), seen, k, None, perm), tg, k, cfg)
                          for name, fn in fns.items()})
         logger.info("user-side few-shot n=%d: hybrid NDCG@%d %.4f", n, k, out[MODEL_NAMES["hybrid"]][f"NDCG@{k}"][-1])

@@ -1,8 +1,8 @@
 """The models a report compares, as score functions over the catalog, and how their lists are ranked.
 
 Every model that can score any item is a :data:`~recsys_llm.protocol.ScoreFn` (``users (b,) -> (b, n_items)``):
-the classic baselines, the untuned backbone, fine-tuned retrieval, the pooled user, the hybrid and its
-collaborative part. Lists that stages already wrote (dense candidates, reranked candidates) are read back;
+the classic baselines, the untuned backbone, fine-tuned retrieval, the pooled and the sequence user, the hybrid
+and its collaborative part. Lists that stages already wrote (dense candidates, reranked candidates) are read back;
 the **served** row is ranked by the :class:`~recsys_llm.serve.recommender.Recommender` itself.
 """
 
@@ -18,7 +18,7 @@ from recsys_llm.classic.from_config import baseline_scorer
 from recsys_llm.protocol import CHUNK, ScoreFn
 from recsys_llm.retrieve import Candidates
 from recsys_llm.run import ArtifactError, Context, read_npy, reading
-from recsys_llm.serve.recommender import POOLED_FILE, Recommender
+from recsys_llm.serve.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ MODEL_NAMES = {
     "retrieval": "fine-tuned retrieval",
     "rerank": "fine-tuned + rerank",
     "pooling": "fine-tuned, pooled user",
+    "sequence": "fine-tuned, sequence user",
     "hybrid": "hybrid (text + collaborative)",
     "hybrid_cf": "ID only (hybrid's collaborative part)",
     "served": "served",
@@ -35,7 +36,7 @@ MODEL_NAMES = {
 BASELINE_NAMES = {"random": "random", "popularity": "most popular", "itemknn": "ItemKNN", "ease": "EASE",
                   "ease_recency": "EASE, recency-weighted query", "sasrec": "SASRec",
                   "bm25": "BM25 (item text)", "zeroshot": MODEL_NAMES["zeroshot"]}
-OURS = ("retrieval", "rerank", "pooling", "hybrid", "hybrid_cf", "served")
+OURS = ("retrieval", "rerank", "pooling", "sequence", "hybrid", "hybrid_cf", "served")
 
 
 def display(key: str) -> str:
@@ -58,11 +59,13 @@ def score_functions(ctx: Context) -> dict[str, ScoreFn]:
             if not zero_shot:
                 finetuned = items, users_emb
     if (ctx.run.hybrid / "hybrid.json").exists() and finetuned is not None:
-        hybrid, _ = load_hybrid(ctx.run)
+        hybrid, _, sequence = load_hybrid(ctx.run)
         items, text_users = finetuned
-        pooled = read_npy(ctx.run, ctx.run.hybrid / POOLED_FILE, "hybrid", ndim=2, rows=len(query_hist))
-        dense_users = pooled if hybrid.user_model == "pooling" else text_users
-        fns["pooling"] = (lambda users: pooled[users] @ items.T)
+        stored = {"text": text_users}
+        for model in ("pooling", "sequence") if sequence is not None else ("pooling",):
+            stored[model] = read_npy(ctx.run, *ctx.run.user_vectors(model), ndim=2, rows=len(query_hist))
+            fns[model] = (lambda users, v=stored[model]: v[users] @ items.T)  # dense retrieval, this user model
+        dense_users = stored[hybrid.user_model]
         if hybrid.cf is not None:  # the hybrid's collaborative part alone: the ID-only model at its best
             fns["hybrid_cf"] = (lambda users: hybrid.cf.score([query_hist[u] for u in users], ctx.split.n_items,
                                                               halflife=hybrid.halflife))

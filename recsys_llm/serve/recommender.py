@@ -41,6 +41,7 @@ from recsys_llm.device import one_blas_thread
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.encoder.onnx_encoder import TextEncoder
 from recsys_llm.encoder.user_pooling import PoolingUserModel, encode_histories
+from recsys_llm.encoder.user_sequence import SequenceUserModel, encode_sequences
 from recsys_llm.hybrid import HybridModel
 from recsys_llm.protocol import tie_order
 from recsys_llm.rerank.base import Reranker, reorder
@@ -53,8 +54,7 @@ from recsys_llm.text.templates import history_text
 
 logger = logging.getLogger(__name__)
 
-POOLED_FILE = "user_pooled.npy"
-
+HISTORY_MODELS = ("pooling", "sequence")  # user models that read a history's item vectors (text: its titles)
 
 @dataclass
 class Query:
@@ -86,11 +86,11 @@ class Recommender:
     def __init__(self, run: RunDir, cfg: PipelineConfig, catalogue: LiveCatalogue, served: ServedConfig,
                  users: IdMap | None, known: list[np.ndarray], n_items: int) -> None:
         self.run, self.cfg, self.catalogue, self.served = run, cfg, catalogue, served
-        self.users = users
-        self.known = known
+        self.users, self.known = users, known
         self.n_items = n_items  # the prepared catalog (what the split and the report cover)
         self.hybrid: HybridModel | None = None
         self.pool: PoolingUserModel | None = None
+        self.sequence: SequenceUserModel | None = None
         self._encoder: TextEncoder | None = None
         self._reranker: Reranker | None = None
         self._stored: dict[str, np.ndarray] = {}
@@ -114,10 +114,7 @@ class Recommender:
         served = served or ServedConfig.for_run(run)
         uses += ["hybrid"] if served.first_stage == "hybrid" else []
         lineage.require_fresh(run.root, uses + (["rerank-train"] if served.reranks else []))
-        if device is not None:
-            cfg.train.device = device
-        if backend is not None:
-            cfg.encoder.backend = backend
+        cfg.train.device, cfg.encoder.backend = device or cfg.train.device, backend or cfg.encoder.backend
         catalogue = LiveCatalogue.load(run, cfg.text.item_template, cfg.index.use_gpu)
         users, known = None, []
         if (run.splits / "train.parquet").exists():
@@ -128,7 +125,7 @@ class Recommender:
                 users = IdMap(Dataset.load(run.data).users["user_id"].astype(str).to_numpy(dtype=object))
         rec = cls(run, cfg, catalogue, served, users, known, catalogue.prepared_items)
         if served.first_stage == "hybrid" or (run.hybrid / "hybrid.json").exists():
-            rec.hybrid, rec.pool = load_hybrid(run)
+            rec.hybrid, rec.pool, rec.sequence = load_hybrid(run)
         if served.first_stage == "hybrid" and rec.hybrid is None:
             raise ArtifactError(run.hybrid, "missing but served.json serves the hybrid", "hybrid", run.root)
         return rec
@@ -157,12 +154,9 @@ class Recommender:
         return self._reranker
 
     def stored_vectors(self, model: str) -> np.ndarray:
-        """Known users' vectors as the stages stored them: ``text`` (embed) or ``pooling`` (hybrid)."""
+        """Known users' vectors as the stages stored them: ``text`` (embed), ``pooling`` or ``sequence`` (hybrid)."""
         if model not in self._stored:
-            if model == "text":
-                path, stage = self.run.embeddings() / "user_emb.npy", "embed"
-            else:
-                path, stage = self.run.hybrid / POOLED_FILE, "hybrid"
+            path, stage = self.run.user_vectors(model)
             self._stored[model] = read_npy(self.run, path, stage, ndim=2, rows=len(self.known), finite=True)
         return self._stored[model]
 
@@ -249,17 +243,26 @@ class Recommender:
 
     # ----------------------------------------------------------------------------------------- the stages
     def user_vector(self, q: Query, model: str) -> np.ndarray:
-        """``(d,)`` user vector: stored for known users, else pooled history and/or encoded text."""
+        """``(d,)`` user vector: stored for known users, else the history through the pooling or sequence model
+        (plus the encoded text, when there is one) or the encoded text of both."""
         if q.user is not None and not q.text:
             return self.stored_vectors(model)[q.user]
-        if model == "pooling" and len(q.history):
-            assert self.pool is not None
-            u = encode_histories(self.pool, self.catalogue.vectors, [q.history])[0]
+        if model in HISTORY_MODELS and len(q.history):
+            u = self.history_vectors(model, [q.history])[0]
             if q.text:
                 u = u + self.encode_user_texts([q.text])[0]
                 u = u / np.linalg.norm(u)
             return u.astype(np.float32)
         return self.encode_user_texts([self.user_text(q)])[0]
+
+    def history_vectors(self, model: str, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """``(n, d)`` unit vectors of histories (live item ids, oldest first) through the ``pooling`` or ``sequence``
+        model, scored against the item vectors as they are (the sequence model folds its item adaptor in)."""
+        if model == "sequence":
+            assert self.sequence is not None, "the hybrid was fitted without a sequence model"
+            return encode_sequences(self.sequence, self.catalogue.vectors, histories)
+        assert self.pool is not None
+        return encode_histories(self.pool, self.catalogue.vectors, histories)
 
     def encode_user_texts(self, texts: Sequence[str]) -> np.ndarray:
         """``(n, d)`` user-tower vectors; texts in :attr:`text_vectors` are taken from there, not encoded again."""

@@ -1,9 +1,10 @@
-"""Stage ``hybrid``: the user-pooling model and the text + collaborative fusion, every choice on validation.
+"""Stage ``hybrid``: the history user models and the text + collaborative fusion, every choice on validation.
 
 Validation: each user's validation item, ranked over the catalog from their training history (training items
-filtered). Steps: (1) the pooling user model (:mod:`recsys_llm.encoder.user_pooling`) trains on
+filtered). Steps: (1) the pooling user model (:mod:`recsys_llm.encoder.user_pooling`) and, with
+``hybrid.sequence_steps > 0``, the sequence user model (:mod:`recsys_llm.encoder.user_sequence`) train on
 training-history prefixes over the frozen fine-tuned item embeddings; (2) validation users are represented
-both ways, as text (history rendered and encoded) and pooled; (3) the collaborative model (``hybrid.cf_model``)
+every way: as text (history rendered and encoded), pooled, and sequence-encoded; (3) the collaborative model (``hybrid.cf_model``)
 is fitted on the training interactions with the setting its baseline row is tuned to (the same search, budget
 and validation users: :func:`recsys_llm.classic.from_config.fit_baseline`, recency-weighted EASE for ``ease``),
 so the hybrid starts from the tuned baseline rather than a default, and the tuned half-life joins the grid; (4) for
@@ -14,9 +15,10 @@ the whole catalogue),
 and the text-neighbour bridge on an all-items-cold version of the same users (:func:`cold_refit`: the
 collaborative part refitted without any interaction of the items that validation treats as cold, so the bridge
 borrows no evidence the cold-item test would not have); ``hybrid.user_model=auto`` keeps
-the representation that is better over warm and cold validation together (:func:`better_user_model`).
-Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*`` and
-``user_pooled.npy`` (every known user's pooled vector, what serving and the report read).
+the representation that is best over warm and cold validation together (:func:`better_user_model`).
+Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*``,
+``user_pooled.npy`` (every known user's pooled vector, what serving and the report read), and
+``user_sequence.*`` + ``user_sequence.npy`` likewise for the sequence model.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from recsys_llm.classic.from_config import fit_baseline
 from recsys_llm.config import HybridConfig, PipelineConfig
 from recsys_llm.data.splits import Split, histories
 from recsys_llm.encoder.user_pooling import encode_histories, fit_pooling
+from recsys_llm.encoder.user_sequence import encode_sequences, fit_sequence
 from recsys_llm.hybrid import (
     CollaborativeScorer,
     HybridModel,
@@ -61,9 +64,6 @@ from recsys_llm.run import ArtifactError, Context, timed
 from recsys_llm.text.templates import history_text
 
 logger = logging.getLogger(__name__)
-
-POOLED_FILE = "user_pooled.npy"
-
 
 @dataclass
 class Validation:
@@ -242,14 +242,14 @@ def better_user_model(best: dict[str, dict]) -> str:
     return max(best, key=lambda n: (warm[n] + cold[n], warm[n]))
 
 
-def _record(grids: dict, cold_grids: dict, best: dict, n_users: int, chosen_by: str, pool_info: dict,
+def _record(grids: dict, cold_grids: dict, best: dict, n_users: int, chosen_by: str, fits: dict,
             meta: dict) -> dict:
     return {"valid_users": n_users, "chosen_by": chosen_by,
             "valid_ndcg@10": {n: {hl: {c: {str(w): v for w, v in g.items()} for c, g in by_c.items()}
                                   for hl, by_c in by_hl.items()} for n, by_hl in grids.items()},
             "cold_sim_ndcg@10": {n: {hl: {f"{g},{lw}": v for (g, lw), v in gr.items()} for hl, gr in by_hl.items()}
                                  for n, by_hl in cold_grids.items()},
-            "best": best, "pooling": pool_info, "embeddings": meta["encoder"],
+            "best": best, "pooling": fits["pooling"], "sequence": fits["sequence"], "embeddings": meta["encoder"],
             "data_fingerprint": meta["data_fingerprint"]}
 
 
@@ -322,9 +322,37 @@ def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: d
             "fewshot_by_confidence": {str(k): v for k, v in few.items()}}
 
 
+def _history_models(ctx: Context, hc: HybridConfig, item_emb: np.ndarray, train_hist: list[np.ndarray],
+                    warm_items: np.ndarray, val: Validation, meta: dict, users_by: dict[str, np.ndarray]) -> dict:
+    """Fit the pooling and (``hybrid.sequence_steps > 0``) sequence user models on the training histories, save
+    each with every known user's vector, add their validation users' vectors to ``users_by``; their fit records
+    (``{"pooling": ..., "sequence": ... or None}``)."""
+    keep = {"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]}
+    known, valid = ctx.known_histories(), (val.hist, val.targets)
+    pool, pool_info = fit_pooling(item_emb, train_hist, steps=hc.pooling_steps, batch_size=hc.pooling_batch_size,
+                                  lr=hc.pooling_lr, max_items=hc.pooling_max_items, seed=hc.seed,
+                                  allowed_items=warm_items, device="cpu", valid=valid)
+    pool.save(ctx.run.hybrid, metadata=keep)
+    atomic_save_npy(ctx.run.user_vectors("pooling")[0], encode_histories(pool, item_emb, known))
+    users_by["pooling"] = encode_histories(pool, item_emb, val.hist)
+    stored = ctx.run.user_vectors("sequence")[0]
+    if hc.sequence_steps == 0:  # off: a sequence model of an earlier fit must not be served with this one
+        for path in (stored, ctx.run.hybrid / "user_sequence.json", ctx.run.hybrid / "user_sequence.safetensors"):
+            path.unlink(missing_ok=True)
+        return {"pooling": pool_info, "sequence": None}
+    seq, seq_info = fit_sequence(item_emb, train_hist, steps=hc.sequence_steps, batch_size=hc.sequence_batch_size,
+                                 lr=hc.sequence_lr, max_items=hc.sequence_max_items, negatives=hc.sequence_negatives,
+                                 seed=hc.seed, allowed_items=warm_items, device="cpu", valid=valid,
+                                 layers=hc.sequence_layers)
+    seq.save(ctx.run.hybrid, metadata=keep)
+    atomic_save_npy(stored, encode_sequences(seq, item_emb, known))
+    users_by["sequence"] = encode_sequences(seq, item_emb, val.hist)
+    return {"pooling": pool_info, "sequence": seq_info}
+
+
 @timed("hybrid")
 def fit_hybrid(run_dir: str | Path) -> dict:
-    """Fit the user-pooling model and the collaborative fusion; choose both on validation users (module doc).
+    """Fit the history user models and the collaborative fusion; choose all on validation users (module doc).
 
     Returns:
         The ``hybrid.json`` record.
@@ -335,15 +363,10 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     train_hist = histories(split.train, split.n_users)
     warm_items = np.unique(split.train["item"].to_numpy(dtype=np.int64))
     val = _validation(ctx, hc, train_hist, warm_items)
-    pool, pool_info = fit_pooling(item_emb, train_hist, steps=hc.pooling_steps, batch_size=hc.pooling_batch_size,
-                                  lr=hc.pooling_lr, max_items=hc.pooling_max_items, seed=hc.seed,
-                                  allowed_items=warm_items, device="cpu", valid=(val.hist, val.targets))
-    pool.save(ctx.run.hybrid, metadata={"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]})
-    atomic_save_npy(ctx.run.hybrid / POOLED_FILE, encode_histories(pool, item_emb, ctx.known_histories()))
     encoder = load_encoder(ctx.run, cfg.train.device)
     vtexts = [history_text(h, ctx.titles, cfg.text.user_max_items) for h in val.hist]
-    users_by = {"text": encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False),
-                "pooling": encode_histories(pool, item_emb, val.hist)}
+    users_by = {"text": encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False)}
+    fits = _history_models(ctx, hc, item_emb, train_hist, warm_items, val, meta, users_by)
     cf, cf_tuned, cf_fitted = _collaborative(cfg, split)
     ev = _evidence(hc, split, val, cf, cf_fitted)
     val, cold_record = cold_refit(hc, split, val, cf, cf_fitted, item_emb)
@@ -363,7 +386,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     user_model = hc.user_model if hc.user_model != "auto" else better_user_model(best)
     b = best[user_model]
     info = _record(grids, cold_grids, best, len(val.users), "config" if hc.user_model != "auto" else "validation",
-                   pool_info, meta)
+                   fits, meta)
     info["collaborative"] = cf_tuned
     info["cold_validation"] = cold_record
     info["search"] = stats

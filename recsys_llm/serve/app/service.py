@@ -19,7 +19,7 @@ import pandas as pd
 
 from recsys_llm.serve.app.batching import MicroBatcher
 from recsys_llm.serve.live import LiveRecommender
-from recsys_llm.serve.recommender import Query
+from recsys_llm.serve.recommender import HISTORY_MODELS, Query
 from recsys_llm.serve.served import ServedConfig
 
 
@@ -115,7 +115,7 @@ class Service:
         q = Query(history=hist, text=text.strip())
         if not len(hist) and not q.text:
             raise ValueError("items, text: give at least one liked item id or a text describing the taste")
-        pooled = self._user_model() == "pooling" and len(hist)
+        pooled = self._user_model() in HISTORY_MODELS and len(hist)
         texts = ([q.text] if q.text else []) if pooled else [self.rec.user_text(q)]
         await self._pre_encode(texts)
         self.fresh()

@@ -7,9 +7,9 @@ a restarted or second worker ends in the same state.
 
 Interactions update the user at once: their history (what is excluded, what the collaborative part reads)
 and their stored user vectors (the text vector encoded by the writer and logged with the events, the pooled
-one recomputed from the history); a new user id becomes a known user. A user whose text vector could not be
-logged (``recsys-llm`` API callers without an encoder) is ranked from their history, encoded per query, until
-the next refresh. :meth:`write_refresh` folds the interactions into the collaborative part: its per-item
+or sequence one recomputed from the history); a new user id becomes a known user. A user whose text vector
+could not be logged (``recsys-llm`` API callers without an encoder) is ranked from their history, encoded per
+query, until the next refresh. :meth:`write_refresh` folds the interactions into the collaborative part: its per-item
 interaction counts (the trust of each item's collaborative score) grow by the new interactions, stale users'
 vectors are recomputed; the item-item matrix itself is kept (``recsys-llm hybrid`` refits it).
 """
@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 
 from recsys_llm.data.ids import IdMap
-from recsys_llm.encoder.user_pooling import encode_histories
 from recsys_llm.serve.catalogue import UnknownIdError
 from recsys_llm.serve.listing import Listing
 from recsys_llm.serve.live.changelog import ChangeLog, decode_vectors, encode_vectors
-from recsys_llm.serve.recommender import Query, Recommender
+from recsys_llm.serve.recommender import HISTORY_MODELS, Query, Recommender
 from recsys_llm.serve.served import ServedConfig
 
 logger = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ class LiveRecommender:
         return cls(Recommender.load(run_dir, device=device))
 
     def user_models(self) -> list[str]:
-        """The stored user vectors the served first stages read (``text`` and/or ``pooling``)."""
+        """The stored user vectors the served first stages read (``text`` and/or ``pooling`` / ``sequence``)."""
         models = {"text"} if self.rec.served.first_stage == "dense" else set()
         if self.rec.hybrid is not None and self.rec.served.first_stage == "hybrid":
             models.add(self.rec.hybrid.user_model)
@@ -245,9 +244,8 @@ class LiveRecommender:
 
     def _user_vectors(self, users: list[int], model: str) -> np.ndarray:
         rec = self.rec
-        if model == "pooling":
-            assert rec.pool is not None
-            return encode_histories(rec.pool, rec.catalogue.vectors, [rec.known[u] for u in users])
+        if model in HISTORY_MODELS:
+            return rec.history_vectors(model, [rec.known[u] for u in users])
         texts = [rec.user_text(Query(history=rec.known[u])) for u in users]
         return rec.encode_user_texts(texts)
 
