@@ -1,4 +1,5 @@
-"""A ranked list as the CLI and the service hand it out: records with titles and "because you liked ...".
+"""A ranked list as the CLI and the service hand it out: the top k (:func:`top_k`), then records with titles and
+"because you liked ...".
 
 :class:`Listing` is one query's ranked ids before formatting; :func:`listing_rows` makes the records the service
 answers (plain Python values, no pandas: a frame costs ~1 ms a request), :func:`records_frame` the table the
@@ -27,6 +28,19 @@ class Listing(NamedTuple):
     scores: np.ndarray  # (k,)
     history: np.ndarray  # what "because you liked" draws from
     stage: str
+
+
+def top_k(scores: np.ndarray, pool: np.ndarray, exclude: np.ndarray, k: int, tie_rank: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of ``pool`` minus ``exclude`` by ``scores``, ties by ``tie_rank`` (item id -> position in
+    the run's seeded tie order): ``(ids, float32 scores)``."""
+    pool = pool[~np.isin(pool, exclude)] if len(exclude) else pool
+    s = scores[pool]
+    if len(pool) > k:
+        kth = np.partition(-s, k - 1)[k - 1]
+        pool, s = pool[-s <= kth], s[-s <= kth]  # every item tied with the k-th stays in
+    order = np.lexsort((tie_rank[pool], -s))[:k]
+    return pool[order], s[order].astype(np.float32)
 
 
 def listing_rows(catalogue: LiveCatalogue, listing: Listing) -> list[dict[str, Any]]:

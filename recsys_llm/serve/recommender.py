@@ -48,7 +48,7 @@ from recsys_llm.rerank.base import Reranker, reorder
 from recsys_llm.run import ArtifactError, RunDir, read_npy, reading
 from recsys_llm.serve.catalogue import LiveCatalogue, UnknownIdError
 from recsys_llm.serve.filters import filter_mask
-from recsys_llm.serve.listing import Listing, listing_rows, records_frame
+from recsys_llm.serve.listing import Listing, listing_rows, records_frame, top_k
 from recsys_llm.serve.served import ServedConfig
 from recsys_llm.text.templates import history_text
 
@@ -298,15 +298,7 @@ class Recommender:
         return self._top(fused, pool, q.exclude, depth)
 
     def _top(self, scores: np.ndarray, pool: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best of ``pool`` minus ``exclude`` by score, ties in the seeded tie order."""
-        pool = pool[~np.isin(pool, exclude)] if len(exclude) else pool
-        s = scores[pool]
-        if len(pool) > k:
-            kth = np.partition(-s, k - 1)[k - 1]
-            pool, s = pool[-s <= kth], s[-s <= kth]  # every item tied with the k-th stays in
-        rank_of = self._tie_rank(len(scores))
-        order = np.lexsort((rank_of[pool], -s))[:k]
-        return pool[order], s[order].astype(np.float32)
+        return top_k(scores, pool, exclude, k, self._tie_rank(len(scores)))
 
     def _tie_rank(self, n: int) -> np.ndarray:
         if n not in self._tie_ranks:
