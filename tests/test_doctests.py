@@ -27,7 +27,8 @@ def test_serving_and_protocol_examples(name):
     "metrics", "metrics.beyond_accuracy", "ranking", "hybrid.model", "hybrid.lexical", "hybrid.sparse", "encoder.backbone",
     "encoder.histories", "encoder.next_item", "encoder.weights_file", "encoder.pooling_model", "encoder.user_pooling",
     "encoder.sequence_model", "encoder.user_sequence", "train.schedule", "train.resume",
-    "train.records", "train.validation", "train.two_tower", "rerank.base", "rerank.examples",
+    "train.records", "train.validation", "train.two_tower", "train.hard_negatives", "losses.info_nce",
+    "text.bm25", "train.pairs", "train.sampler", "rerank.base", "rerank.examples",
     "rerank.validation", "rerank.pair_tokens",
 ])
 def test_model_module_examples(name):

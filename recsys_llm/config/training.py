@@ -177,6 +177,15 @@ class TrainConfig(Section):
     unique_items_in_batch: bool = field(
         default=True,
         metadata=meta("Redraw pairs whose positive item is already in the batch (it would be a false negative)."))
+    hard_negatives: int = field(
+        default=0,
+        metadata=meta("Lexical hard negatives per batch example: items that share rare words with the positive item "
+                      "(BM25 of its text against the other items' texts), never the user's own history items nor "
+                      "items without training interactions (cold items). They join the item side of the batch as "
+                      "extra negatives for every user in it (InfoNCE over the batch positives + hard negatives; any "
+                      "that is a row's positive or in that row's user history is masked). 0 = off.", example=2))
+    hard_negative_pool: int = field(
+        default=20, metadata=meta("Hard negatives are drawn (seeded) from each positive's top-N BM25 neighbours."))
     grad_accum_steps: int = field(
         default=1,
         metadata=meta("Micro-batches per optimizer step. The batch_size * grad_accum_steps pairs of a step are all "
@@ -210,6 +219,11 @@ class TrainConfig(Section):
         if self.learnable_temperature:
             _check(0.01 <= self.temperature <= 1.0, "train", "temperature", self.temperature,
                    "with learnable_temperature the starting value must lie in [0.01, 1]")
+        _check(self.hard_negatives >= 0, "train", "hard_negatives", self.hard_negatives,
+               "must be an integer >= 0 (lexical hard negatives per batch example; 0 = off)")
+        _check(self.hard_negative_pool >= max(self.hard_negatives, 1), "train", "hard_negative_pool",
+               self.hard_negative_pool, f"must be >= 1 and >= train.hard_negatives ({self.hard_negatives}): the "
+               "hard negatives of an example are drawn from its positive's top-N lexical neighbours")
         _check(self.grad_accum_steps >= 1, "train", "grad_accum_steps", self.grad_accum_steps, "must be >= 1")
         _check(self.seed >= 0, "train", "seed", self.seed, "must be >= 0")
         _check(self.checkpoint_every >= 0, "train", "checkpoint_every", self.checkpoint_every,

@@ -23,11 +23,11 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-import bm25s
 import numpy as np
 import scipy.sparse as sp
 
 from recsys_llm.hybrid.sparse import load_sparse, rows_dot, save_sparse
+from recsys_llm.text.bm25 import bm25_matrices
 
 __all__ = ["LEXICAL_FILE", "LexicalScorer"]
 
@@ -55,27 +55,9 @@ class LexicalScorer:
     def fit(cls, texts: Sequence[str], k1: float = 1.5, b: float = 0.75, query_items: int = 10,
             stopwords: str | None = "en") -> LexicalScorer:
         """Tokenise (``bm25s.tokenize``: lower case, words of >= 2 word characters, stopwords removed) and
-        weight every item text."""
-        clean = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in texts]
-        tokens = bm25s.tokenize(clean, stopwords=stopwords, return_ids=False, show_progress=False)
-        vocab: dict[str, int] = {}
-        rows, cols = [], []
-        for i, toks in enumerate(tokens):
-            for tok in toks:
-                rows.append(i)
-                cols.append(vocab.setdefault(tok, len(vocab)))
-        n = len(clean)
-        counts = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, max(len(vocab), 1)))
-        counts.sum_duplicates()
-        length = np.asarray(counts.sum(axis=1)).ravel()  # (items,) tokens per text
-        avgdl = max(float(length.mean()), 1e-9) if n else 1.0
-        df = np.bincount(counts.indices, minlength=counts.shape[1])
-        idf = np.log1p((n - df + 0.5) / (df + 0.5))
-        tf = counts.data
-        norm = k1 * (1.0 - b + b * np.repeat(length, np.diff(counts.indptr)) / avgdl)
-        w = idf[counts.indices] * tf / (tf + norm)
-        weights = sp.csr_matrix((w.astype(np.float32), counts.indices, counts.indptr), shape=counts.shape)
-        return cls(weights, counts.astype(np.float32), int(query_items))
+        weight every item text (:func:`recsys_llm.text.bm25.bm25_matrices`)."""
+        weights, counts = bm25_matrices(texts, k1, b, stopwords)
+        return cls(weights, counts, int(query_items))
 
     def score(self, histories: Sequence[np.ndarray], n_items: int | None = None) -> np.ndarray:
         """``(len(histories), n_items)`` float32 BM25 scores; items beyond the fitted ones score 0, and history

@@ -34,6 +34,9 @@ class TrainingPairs:
     """``(n,)`` int64 internal ids of the positive (next) items."""
     users: np.ndarray
     """``(n,)`` int64 internal user ids."""
+    histories: Sequence[np.ndarray] | None = None
+    """Every user's training items (position = user id), when known: hard negatives
+    (``TrainConfig.hard_negatives``) are never a user's own items, nor items no training history holds."""
 
     def __post_init__(self) -> None:
         if not (len(self.user_texts) == len(self.pos_items) == len(self.users)):
@@ -63,7 +66,7 @@ def build_pairs(
         pairs_per_user: keep only each user's most recent ``pairs_per_user`` pairs (0 keeps all).
 
     Returns:
-        :class:`TrainingPairs` (possibly empty).
+        :class:`TrainingPairs` (possibly empty), with ``histories``.
 
     Raises:
         ValueError: negative ``min_history``/``pairs_per_user`` or ``max_items < 1``.
@@ -86,4 +89,9 @@ def build_pairs(
             items.append(int(hist[t]))
             users.append(user)
     logger.debug("built %d training pairs from %d histories", len(texts), len(histories))
-    return TrainingPairs(texts, np.asarray(items, dtype=np.int64), np.asarray(users, dtype=np.int64))
+    return TrainingPairs(
+        texts,
+        np.asarray(items, dtype=np.int64),
+        np.asarray(users, dtype=np.int64),
+        [np.asarray(h, dtype=np.int64) for h in histories],
+    )

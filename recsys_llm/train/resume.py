@@ -31,7 +31,7 @@ __all__ = ["RESUME_MUST_MATCH", "LoopState", "check_compatible", "run_meta"]
 logger = logging.getLogger(__name__)
 
 RESUME_MUST_MATCH = ("seed", "batch_size", "grad_accum_steps", "sampling", "unique_items_in_batch",
-                     "learnable_temperature", "logq_correction")
+                     "learnable_temperature", "logq_correction", "hard_negatives", "hard_negative_pool")
 """TrainConfig fields that must equal the checkpoint's for a resumed run to continue the same run."""
 _RESUME_HARMLESS = ("log_every", "checkpoint_every", "keep_checkpoints", "device", "compile",
                     "gradient_checkpointing")
@@ -78,7 +78,9 @@ def check_compatible(saved: dict, meta: dict, path: Path) -> None:
     if saved["pairs"]["sha256"] != meta["pairs"]["sha256"]:
         raise ValueError(f"{path} was written for other training pairs ({saved['pairs']['n']} pairs, now "
                          f"{meta['pairs']['n']}); resume with the same data or start a new out_dir")
-    old, new = saved["config"], meta["config"]
+    # a field added after the checkpoint was written had its default there
+    old = {**dataclasses.asdict(TrainConfig()), **saved["config"]}
+    new = meta["config"]
     bad = [f for f in RESUME_MUST_MATCH if old.get(f) != new.get(f)]
     if bad:
         raise ValueError(f"{path}: cannot resume with changed train settings "

@@ -7,8 +7,10 @@ each process runs ``ceil(max_steps / N)`` optimizer steps and the learning-rate 
 per step. Only ``accelerate.Accelerator`` knows about devices.
 
 Per optimizer step: draw the batch (no repeated positive item with ``unique_items_in_batch``), encode
-users and items with the shared backbone, in-batch InfoNCE with logQ correction, AdamW on the trainable
-(LoRA) weights and, with ``learnable_temperature``, on log(temperature) (:mod:`recsys_llm.train.step`;
+users and items with the shared backbone (with ``hard_negatives = n > 0`` also ``n`` lexical hard negatives per
+pair, :mod:`recsys_llm.train.hard_negatives`: extra item columns for every user of the batch), in-batch InfoNCE
+with logQ correction, AdamW on the trainable (LoRA) weights and, with ``learnable_temperature``, on
+log(temperature) (:mod:`recsys_llm.train.step`;
 ``grad_accum_steps = k > 1`` processes the batch in k micro-batches by gradient caching, the same update
 as one batch of ``batch_size * k`` pairs at one micro-batch's activation memory).
 
@@ -61,6 +63,7 @@ from recsys_llm.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from recsys_llm.train.hard_negatives import HardNegativeSampler, expected_counts
 from recsys_llm.train.pairs import TrainingPairs
 from recsys_llm.train.records import RecordLog
 from recsys_llm.train.resume import RESUME_MUST_MATCH, LoopState, check_compatible, run_meta
@@ -181,9 +184,18 @@ class _TwoTowerLoop:
         self.n_steps = math.ceil(cfg.max_steps / self.world)
         self.sampler = PairBatchSampler(pairs.pos_items, pairs.users, cfg.batch_size * cfg.grad_accum_steps,
                                         cfg.seed, cfg.sampling, cfg.unique_items_in_batch)
-        # logQ correction: log of the chance that one draw's positive is the item (zero-probability items
-        # never occur)
+        self.hard = None
+        if cfg.hard_negatives:
+            if pairs.histories is None:
+                raise ValueError("train.hard_negatives needs the users' training histories "
+                                 "(TrainingPairs.histories, as build_pairs sets them)")
+            self.hard = HardNegativeSampler.fit(item_texts, pairs.histories, cfg.hard_negatives,
+                                                cfg.hard_negative_pool, cfg.seed)
+        # logQ correction: log of the expected times one example brings the item into the batch's columns (its
+        # positive, plus its hard negatives); zero-probability items never occur
         q = self.sampler.item_probs(len(item_texts))  # (n_items,)
+        if self.hard is not None:
+            q = q + expected_counts(self.hard.neighbours, q, cfg.hard_negatives)
         self.log_q = torch.from_numpy(np.log(np.where(q > 0, q, 1.0)).astype(np.float32))  # (n_items,)
         self.module = TrainModule(encoder, cfg.temperature, cfg.learnable_temperature)
         self.gc_enabled = enable_gradient_checkpointing(encoder) if cfg.gradient_checkpointing else False
@@ -271,18 +283,33 @@ class _TwoTowerLoop:
         acc.free_memory()
         return self._result(time.perf_counter() - self.t0)
 
-    def _inputs(self, idx: np.ndarray) -> Batch:
+    def _inputs(self, rows: np.ndarray) -> Batch:
+        """Pair indices ``(b,)``, or ``(b, 1 + n)`` pair indices and their hard negatives (-1 = none)."""
+        idx = rows if rows.ndim == 1 else rows[:, 0]
         items = self.pairs.pos_items[idx]  # (b,)
-        texts, tc = self.item_texts, self.text_cfg
-        return (self.encoder.tokenize([self.pairs.user_texts[i] for i in idx], tc.user_max_tokens),
-                self.encoder.tokenize([texts[i] for i in items], tc.item_max_tokens),
-                torch.from_numpy(items), self.log_q[items] if self.cfg.logq_correction else None)
+        texts, tc, logq = self.item_texts, self.text_cfg, self.cfg.logq_correction
+        batch = Batch(self.encoder.tokenize([self.pairs.user_texts[i] for i in idx], tc.user_max_tokens),
+                      self.encoder.tokenize([texts[i] for i in items], tc.item_max_tokens),
+                      torch.from_numpy(items), self.log_q[items] if logq else None)
+        neg = rows[:, 1:].reshape(-1) if rows.ndim == 2 else rows[:0]
+        neg = neg[neg >= 0]  # (m,) row-major: the whole batch's column order
+        if len(neg):
+            batch.neg = self.encoder.tokenize([texts[i] for i in neg], tc.item_max_tokens)
+            batch.neg_ids, batch.neg_log_q = torch.from_numpy(neg), self.log_q[neg] if logq else None
+        return batch
 
     def _step(self, step: int) -> torch.Tensor:
         """One optimizer step on this process's batch of ``step``; returns the detached loss."""
-        idx = self.sampler.batch((step - 1) * self.world + self.rank)
-        loss = backward_step(self.model, self.module, self.accelerator, self._inputs, idx,
-                             self.cfg.grad_accum_steps)
+        index = (step - 1) * self.world + self.rank
+        rows = idx = self.sampler.batch(index)  # (batch,)
+        neg_mask = None
+        if self.hard is not None:
+            pos, users = self.pairs.pos_items[idx], self.pairs.users[idx]
+            negs = self.hard.draw(index, pos, users)  # (batch, n), -1 = none
+            rows = np.column_stack([idx, negs])  # (batch, 1 + n)
+            neg_mask = torch.from_numpy(self.hard.false_negatives(users, negs[negs >= 0]))  # (batch, m)
+        loss = backward_step(self.model, self.module, self.accelerator, self._inputs, rows,
+                             self.cfg.grad_accum_steps, neg_mask)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
