@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,17 @@ def encode_histories(
     Raises:
         ValueError: ``item_emb`` of the wrong shape, or an item id ``>= len(item_emb)`` (row and id named).
     """
-    item_t = torch.from_numpy(item_matrix(item_emb, model.dim)).to(model.recency.device)  # (n_items, dim)
+    return encode_in_batches(model, item_emb, histories, lambda item_t, ids: encode_ids(model, item_t, ids),
+                             "pooling", model.recency.device, batch_size, show_progress)
+
+
+def encode_in_batches(model: nn.Module, item_emb: np.ndarray, histories: Sequence[np.ndarray],
+                      forward: Callable[[torch.Tensor, np.ndarray], torch.Tensor], name: str, device: torch.device,
+                      batch_size: int, show_progress: bool) -> np.ndarray:
+    """The batch loop of every history user model (pooling, sequence): checked item matrix and histories,
+    the last ``model.max_items`` ids per user packed, ``forward(item_t, ids)`` per batch in eval mode (the
+    model's training mode restored after); float32 ``(n_users, model.dim)``."""
+    item_t = torch.from_numpy(item_matrix(item_emb, model.dim)).to(device)  # (n_items, dim)
     flat, starts, lens = flatten_histories(histories, item_t.shape[0], "histories")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -200,11 +210,11 @@ def encode_histories(
     was_training = model.training
     model.eval()
     try:
-        for lo in tqdm(range(0, len(lens), batch_size), desc="encode users (pooling)", unit="batch",
+        for lo in tqdm(range(0, len(lens), batch_size), desc=f"encode users ({name})", unit="batch",
                        disable=not show_progress):
             hi = min(lo + batch_size, len(lens))
             ids, _ = pack_rows(flat, starts[lo:hi] + lens[lo:hi], lens[lo:hi], model.max_items)
-            out[lo:hi] = encode_ids(model, item_t, ids).float().cpu().numpy()
+            out[lo:hi] = forward(item_t, ids).float().cpu().numpy()
     finally:
         model.train(was_training)
     return out

@@ -49,11 +49,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from recsys_llm.device import resolve_device
-from recsys_llm.encoder.histories import flatten_histories, pack_rows
-from recsys_llm.encoder.pooling_model import item_matrix
+from recsys_llm.encoder.pooling_model import encode_in_batches, item_matrix
 from recsys_llm.encoder.weights_file import load_weights, save_weights
 
 __all__ = ["FORMAT_VERSION", "SequenceUserModel", "adapted_items", "encode_sequences"]
@@ -251,22 +249,9 @@ def encode_sequences(
     Raises:
         ValueError: ``item_emb`` of the wrong shape, or an item id ``>= len(item_emb)`` (row and id named).
     """
-    item_t = torch.from_numpy(item_matrix(item_emb, model.dim)).to(model.position.device)  # (n_items, dim)
-    flat, starts, lens = flatten_histories(histories, item_t.shape[0], "histories")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    out = np.zeros((len(lens), model.dim), dtype=np.float32)  # (n_users, dim)
-    was_training = model.training
-    model.eval()
-    try:
-        for lo in tqdm(range(0, len(lens), batch_size), desc="encode users (sequence)", unit="batch",
-                       disable=not show_progress):
-            hi = min(lo + batch_size, len(lens))
-            ids, _ = pack_rows(flat, starts[lo:hi] + lens[lo:hi], lens[lo:hi], model.max_items)
-            out[lo:hi] = model(item_t, torch.from_numpy(ids).to(item_t.device)).float().cpu().numpy()
-    finally:
-        model.train(was_training)
-    return out
+    return encode_in_batches(model, item_emb, histories,
+                             lambda item_t, ids: model(item_t, torch.from_numpy(ids).to(item_t.device)),
+                             "sequence", model.position.device, batch_size, show_progress)
 
 
 @torch.inference_mode()
