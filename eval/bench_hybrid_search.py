@@ -27,7 +27,8 @@ import pandas as pd
 
 from recsys_llm.config import HybridConfig
 from recsys_llm.hybrid import fit_collaborative, text_neighbours
-from recsys_llm.stages.hybrid import Validation, search_settings
+from recsys_llm.stages.hybrid import search_settings
+from recsys_llm.stages.hybrid_cold import Validation
 
 # 1. arguments
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,7 +29,7 @@ def test_serving_and_protocol_examples(name):
     "encoder.sequence_model", "encoder.user_sequence", "train.schedule", "train.resume",
     "train.records", "train.validation", "train.two_tower", "train.hard_negatives", "losses.info_nce",
     "text.bm25", "train.pairs", "train.sampler", "rerank.base", "rerank.examples",
-    "rerank.validation", "rerank.pair_tokens",
+    "rerank.validation", "rerank.pair_tokens", "stages.hybrid_cold",
 ])
 def test_model_module_examples(name):
     """The model layer's examples (and the ranking/metrics ones under it) run as written."""

@@ -12,7 +12,8 @@ import pytest
 from recsys_llm.config import HybridConfig
 from recsys_llm.hybrid import fit_collaborative
 from recsys_llm.hybrid.lexical import LexicalScorer
-from recsys_llm.stages.hybrid import Validation, search_settings
+from recsys_llm.stages.hybrid import search_settings
+from recsys_llm.stages.hybrid_cold import Validation
 
 
 def _catalogue(seed: int = 0, n_brands: int = 12, per_brand: int = 6, n_users: int = 240):

@@ -205,7 +205,7 @@ class HybridConfig(Section):
     cf_halflives: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0, 40.0], metadata=meta(
         "Recency half-lives (in items) tried on validation for the collaborative query: the item a positions "
         "before the most recent counts 0.5^(a/h); 0 = every item counts 1 (classic EASE/ItemKNN query)."))
-    cf_confidences: list[float] = field(default_factory=lambda: [0.0, 10.0, 50.0, 200.0], metadata=meta(
+    cf_confidences: list[float] = field(default_factory=lambda: [0.0, 5.0, 20.0, 50.0, 200.0], metadata=meta(
         "Per-item shrinkage c of the collaborative weight, tried on validation: w * n_i / (n_i + c) for an item "
         "with n_i training interactions, so items nobody (or few) touched lean on their text (0 = none: at weight "
         "1 the hybrid is its collaborative part alone, so validation can choose it)."))
@@ -217,10 +217,10 @@ class HybridConfig(Section):
         "with the bridge on validation with every item treated as cold (bridge + lexical <= 1; lexical 1 = BM25 "
         "alone on cold items); [0] = off."))
     fewshot_reveal: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20], metadata=meta(
-        "Trust confidence also validated on pseudo-cold items: each validation item keeps only its first r "
-        "training interactions (r drawn from this list), the collaborative part is refitted, and the item is ranked "
-        "among the pseudo-cold items; the confidence is chosen by warm + pseudo-cold validation together "
-        "(recsys_llm.hybrid.evidence). [] = warm validation only."))
+        "Trust confidence also validated on pseudo-cold items (a random sample of warm items): each keeps only its "
+        "first r training interactions (r drawn from this list), the collaborative part is refitted, and users are "
+        "ranked among the pseudo-cold items for their interactions from position max(r) on; the confidence is "
+        "chosen by warm + few-shot validation together (recsys_llm.stages.hybrid_cold). [] = warm validation only."))
     bridge_neighbours: int = field(default=50, metadata=meta("Text neighbours per item in the bridge."))
     bridge_temperature: float = field(default=0.05, metadata=meta(
         "Softmax temperature over the neighbours' cosine similarities."))

@@ -2,13 +2,15 @@
 checked on items that have little of it.
 
 Warm validation barely constrains ``c``: its targets are mostly popular items, for which ``n_i >> c`` whatever
-``c`` is, so it can pick a large ``c`` that leaves an item with 20 interactions at a quarter of the
-collaborative weight, and the hybrid falls behind EASE as cold items gain interactions. This module builds the
-validation the few-shot curve asks about (:mod:`recsys_llm.report.fewshot`, item side), from training data
-only: the validation users' validation items become *pseudo-cold*, each keeps only its first ``r`` training
-interactions (``r`` drawn per item from ``reveal``, by time), the collaborative model is refitted on what is
-left, and each user's validation item is ranked among the pseudo-cold items (everything the user is known to
-have done filtered), as the item-side curve ranks among cold items.
+``c`` is, so it can pick a ``c`` that makes an item with a few interactions follow its noisy collaborative
+score, and the hybrid falls below its own text model as cold items gain their first interactions. This module
+has the pieces of the validation the few-shot curve asks about (:mod:`recsys_llm.report.fewshot`, item side),
+built from training data only by :func:`recsys_llm.stages.hybrid_cold.few_shot_evidence`: a random sample of
+the warm items becomes *pseudo-cold*, each keeps only its first ``r`` training interactions (``r`` drawn per
+item from ``reveal``, by time: :func:`hide_beyond`), the collaborative part is refitted on what is left
+(:func:`refit`), and users are ranked over the pseudo-cold items (:func:`pseudo_cold_exclusions`) for their
+interactions from position ``max(reveal)`` on (:func:`from_position`), as the item-side curve ranks among the
+cold items.
 
 Example:
     >>> train_r, pseudo = hide_beyond(train, items=np.array([3, 7]), reveal=(1, 3, 5, 10, 20), seed=0)  # doctest: +SKIP
@@ -23,7 +25,13 @@ import pandas as pd
 
 from recsys_llm.hybrid.collaborative import CollaborativeScorer, fit_collaborative
 
-__all__ = ["choose_confidence", "hide_beyond", "pseudo_cold_exclusions", "refit", "without_items"]
+__all__ = ["choose_confidence", "from_position", "hide_beyond", "pseudo_cold_exclusions", "refit", "without_items"]
+
+
+def _positions(train: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """``train`` ordered by (item, time), stable, and each row's 0-based position among its item's rows."""
+    order = train.sort_values(["item", "timestamp"], kind="stable")
+    return order, order.groupby("item").cumcount().to_numpy()
 
 
 def hide_beyond(train: pd.DataFrame, items: np.ndarray, reveal: Sequence[int], seed: int = 0
@@ -33,11 +41,18 @@ def hide_beyond(train: pd.DataFrame, items: np.ndarray, reveal: Sequence[int], s
     rng = np.random.default_rng(seed)
     items = np.unique(np.asarray(items, dtype=np.int64))
     r = dict(zip(items.tolist(), rng.choice(np.asarray(reveal, dtype=np.int64), len(items)).tolist(), strict=True))
-    order = train.sort_values(["item", "timestamp"], kind="stable")
-    position = order.groupby("item").cumcount().to_numpy()
+    order, position = _positions(train)
     limit = order["item"].map(r).to_numpy()  # NaN for items that stay warm
     keep = np.isnan(limit) | (position < np.nan_to_num(limit))
     return order.loc[keep].sort_index(), r
+
+
+def from_position(train: pd.DataFrame, items: np.ndarray, start: int) -> pd.DataFrame:
+    """The interactions of ``items`` from their ``start``-th on (0-based, by time): the few-shot targets, the same
+    whatever was revealed before them (as the item-side curve of :mod:`recsys_llm.report.fewshot`)."""
+    order, position = _positions(train)
+    mine = np.isin(order["item"].to_numpy(dtype=np.int64), np.asarray(items, dtype=np.int64))
+    return order.loc[mine & (position >= start)].sort_index()
 
 
 def without_items(train: pd.DataFrame, items: np.ndarray) -> pd.DataFrame:

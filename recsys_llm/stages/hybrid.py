@@ -12,9 +12,11 @@ each user representation, recency half-life, trust confidence and fusion weight 
 validation NDCG@10, every setting scored on candidate lists with a bound that keeps it exact for full ranking
 (:mod:`recsys_llm.hybrid.search`; ``hybrid.search_candidates=0``: :func:`recsys_llm.hybrid.fuse` over
 the whole catalogue),
-and the text-neighbour bridge on an all-items-cold version of the same users (:func:`cold_refit`: the
-collaborative part refitted without any interaction of the items that validation treats as cold, so the bridge
-borrows no evidence the cold-item test would not have); ``hybrid.user_model=auto`` keeps
+and the cold-item parts (text-neighbour bridge, BM25) on an all-items-cold validation that mirrors the cold-item
+test slice (:mod:`recsys_llm.stages.hybrid_cold`: a random sample of warm items made pseudo-cold, the users who
+had them ranked over them from the rest of their history, the collaborative part refitted without them); the
+trust confidence by warm validation and a few-shot one together (the pseudo-cold items cut to their first few
+interactions: :func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`); ``hybrid.user_model=auto`` keeps
 the representation that is best over warm and cold validation together (:func:`better_user_model`).
 Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*``,
 ``user_pooled.npy`` (every known user's pooled vector, what serving and the report read), and
@@ -25,11 +27,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from recsys_llm.artifacts import load_embeddings, load_encoder
 from recsys_llm.classic.from_config import fit_baseline
@@ -50,80 +50,22 @@ from recsys_llm.hybrid import (
     ndcg_at,
     text_neighbours,
 )
-from recsys_llm.hybrid.evidence import (
-    choose_confidence,
-    hide_beyond,
-    pseudo_cold_exclusions,
-    refit,
-    without_items,
-)
+from recsys_llm.hybrid.evidence import choose_confidence
 from recsys_llm.hybrid.lexical import LexicalScorer
 from recsys_llm.io_utils import atomic_save_npy, load_json
-from recsys_llm.protocol import validation_users
-from recsys_llm.run import ArtifactError, Context, timed
+from recsys_llm.run import Context, timed
+from recsys_llm.stages.hybrid_cold import (
+    Evidence,
+    Validation,
+    cold_choice,
+    cold_parts,
+    cold_refit,
+    few_shot_evidence,
+    validation,
+)
 from recsys_llm.text.templates import history_text
 
 logger = logging.getLogger(__name__)
-
-@dataclass
-class Validation:
-    """Validation users: training histories, validation targets, and the all-items-cold exclusions; the
-    all-items-cold validation's own collaborative part and bridge neighbours (:func:`cold_refit`; None: the
-    warm ones, as before the refit) and the items it treats as cold."""
-
-    users: np.ndarray
-    hist: list[np.ndarray]
-    targets: list[np.ndarray]
-    cold_excl: list[np.ndarray]
-    cold_items: np.ndarray | None = None
-    cold_cf: CollaborativeScorer | None = None
-    cold_neighbours: sp.csr_matrix | None = None
-
-
-def _validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], warm_items: np.ndarray) -> Validation:
-    split = ctx.split
-    vusers, tg = validation_users(split, train_hist, hc.valid_users, hc.seed)
-    if len(vusers) == 0:
-        raise ArtifactError(ctx.run.splits, "no user has both training and validation interactions, so the "
-                            "hybrid cannot be validated (use a leave_last_out split or set hybrid.enabled=false)",
-                            "prepare", ctx.run.root)
-    vhist, vtg = [train_hist[u] for u in vusers], [tg[u] for u in vusers]
-    # the cold-item slice ranks a user's item among the cold items only; the bridge is chosen the same way:
-    # every item treated as cold, the validation item ranked among a fixed seeded sample of the catalog
-    # (as many as the cold items, at least 10%) plus itself
-    n_pool = max(len(split.cold_items), split.n_items // 10, 1)
-    pool_items = np.random.default_rng(hc.seed).choice(warm_items, min(n_pool, len(warm_items)), replace=False)
-    cold_excl = [np.union1d(h, np.setdiff1d(np.arange(split.n_items), np.union1d(pool_items, t)))
-                 for h, t in zip(vhist, vtg, strict=True)]
-    return Validation(vusers, vhist, vtg, cold_excl, np.union1d(pool_items, np.concatenate(vtg)))
-
-
-def cold_refit(hc: HybridConfig, split: Split, val: Validation, cf: CollaborativeScorer | None, model,
-               item_emb: np.ndarray) -> tuple[Validation, dict]:
-    """``val`` with the all-items-cold validation's collaborative part: ``cf`` refitted with its tuned setting
-    (``model``) on the training interactions minus every interaction of ``val.cold_items`` (the sampled pool and
-    the validation items, everything that validation ranks as cold), and the bridge's text neighbours drawn
-    from the items that keep interactions. Otherwise the bridge of a validation item borrows from neighbours
-    (and a query) fitted on that item's own interactions, which the cold-item test never has (issue 15). The
-    fine-tuned item embeddings did see those interactions; refitting the encoder is beyond this stage's budget.
-
-    Returns:
-        ``(val, record)``: the record counts the pseudo-cold items and the interactions hidden from the refit.
-    """
-    if cf is None or val.cold_items is None:
-        return val, {}
-    train_c = without_items(split.train, val.cold_items)
-    cold_cf = refit(cf, model, train_c, split.n_users, split.n_items)
-    nb = None
-    if max(hc.bridge_weights) > 0:
-        nb = text_neighbours(item_emb, cold_cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
-    hidden = len(split.train) - len(train_c)
-    logger.info("all-items-cold validation: collaborative part refitted without %d pseudo-cold items (%d of %d "
-                "training interactions hidden)", len(val.cold_items), hidden, len(split.train))
-    record = {"pseudo_cold_items": len(val.cold_items), "hidden_interactions": hidden,
-              "train_interactions": len(split.train)}
-    return replace(val, cold_cf=cold_cf, cold_neighbours=nb), record
-
 
 def _grader(hc: HybridConfig, dense: np.ndarray, parts: dict, targets: list[np.ndarray],
             exclude: list[np.ndarray], stats: dict):
@@ -149,59 +91,36 @@ def _grader(hc: HybridConfig, dense: np.ndarray, parts: dict, targets: list[np.n
     return fast
 
 
-def _cold_choice(hc: HybridConfig, grade, n_items: int, parts: dict) -> tuple[dict, tuple[float, float]]:
-    """Bridge and lexical weights on the all-items-cold validation: ``({(bridge, lexical): NDCG@10}, chosen)``.
-
-    The one-standard-error rule of ``select``: among the settings whose mean is within one standard error of the
-    paired per-user difference from the best, the simplest wins (fewest parts on, then the smallest total
-    weight). A part that validation cannot tell from noise stays off: on the demo the bridge won its
-    validation by 0.0010 and then cost cold items 0.027 NDCG@10 on test. ``(0, 1)``, BM25 alone on cold items,
-    is in the grid whenever the lexical part is on."""
-    bridges = sorted({float(g) for g in hc.bridge_weights}) if parts["bridged"] is not None else [0.0]
-    lexicals = sorted({float(v) for v in hc.lexical_weights}) if parts["lexical"] is not None else [0.0]
-    settings = [(0.0, g, lw) for g in bridges for lw in lexicals if g + lw <= 1.0 + 1e-9]
-    per_user = grade(np.zeros(n_items, np.float32), settings, per_user=True)  # no evidence: text, bridge, BM25
-    keys = [(g, lw) for _, g, lw in settings]
-    cold = {key: float(np.mean(v)) if len(v) else float("nan") for key, v in zip(keys, per_user, strict=True)}
-    return cold, one_se_simplest(keys, per_user, cold)
-
-
-def one_se_simplest(keys: list[tuple[float, float]], per_user: list[np.ndarray], means: dict) -> tuple[float, float]:
-    """The simplest ``(bridge, lexical)`` whose mean is within one standard error (of the paired per-user
-    difference) of the best mean; simplest = fewest nonzero weights, then the smallest total, then the
-    smaller lexical weight."""
-    best = max(range(len(keys)), key=lambda i: (means[keys[i]], -(keys[i][0] + keys[i][1]), -keys[i][1]))
-    n = len(per_user[best])
-
-    def close(i: int) -> bool:
-        if i == best or n < 2:
-            return i == best
-        diff = per_user[best] - per_user[i]
-        return float(diff.mean()) <= float(diff.std(ddof=1)) / np.sqrt(n)
-
-    return min((keys[i] for i in range(len(keys)) if close(i)),
-               key=lambda k: ((k[0] > 0) + (k[1] > 0), k[0] + k[1], k[1]))
-
-
-def _cold_parts(cf: CollaborativeScorer, neighbours: sp.csr_matrix | None, hist: list[np.ndarray],
-                halflife: float, lex: np.ndarray | None) -> dict:
-    """The all-items-cold validation's scores from its refitted collaborative part (:func:`cold_refit`)."""
-    collab = cf.score(hist, halflife=halflife)
-    return {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
-            "lexical": lex}
+def _cold_search(hc: HybridConfig, split: Split, val: Validation, cf: CollaborativeScorer, neighbours,
+                 halflife: float, dense: np.ndarray, lex: np.ndarray | None, stats: dict
+                 ) -> tuple[dict, tuple[float, float]]:
+    """The all-items-cold grid and choice (:func:`~recsys_llm.stages.hybrid_cold.cold_choice`) at one half-life,
+    from the refitted collaborative part when there is one; no all-items-cold users: every cold part off."""
+    hist = val.cold_users_hist
+    if not len(hist):
+        return {(0.0, 0.0): float("nan")}, (0.0, 0.0)
+    refitted = val.cold_cf is not None
+    parts = cold_parts(val.cold_cf if refitted else cf,
+                       None if neighbours is None else (val.cold_neighbours if refitted else neighbours),
+                       hist, halflife, lex)
+    return cold_choice(hc, _grader(hc, dense, parts, val.cold_users_targets, val.cold_excl, stats), split.n_items,
+                       parts)
 
 
 def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
                     neighbours, val: Validation, stats: dict, lexical: LexicalScorer | None = None,
-                    evidence: Evidence | None = None) -> tuple[dict, dict, dict]:
+                    evidence: Evidence | None = None, cold_dense: np.ndarray | None = None
+                    ) -> tuple[dict, dict, dict]:
     """Grids and best setting of one user representation: ``(warm grid, cold grid, best)``; ``stats`` gathers
-    the candidate search's counts (pairs scored, pairs rescored over the whole catalogue)."""
+    the candidate search's counts (pairs scored, pairs rescored over the whole catalogue). ``dense``: the warm
+    validation users' text scores; ``cold_dense``: the all-items-cold users' (None: ``dense``, the same users)."""
     if cf is None:
         v = float(np.nanmean(ndcg_at(dense, val.targets, val.hist)))
         return ({"0.0": {"0.0": {0.0: v}}}, {},
                 {"ndcg@10": v, "halflife": 0.0, "weight": 0.0, "confidence": 0.0, "bridge": 0.0,
                  "lexical_weight": 0.0})
     lex = None if lexical is None else lexical.score(val.hist, split.n_items)
+    lex_cold = lex if val.cold_hist is None or lexical is None else lexical.score(val.cold_hist, split.n_items)
     grids: dict = {}
     cold_grids: dict = {}
     best: dict = {}
@@ -209,10 +128,8 @@ def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray
         collab = cf.score(val.hist, halflife=hl)
         parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
                  "lexical": lex}
-        cold_parts = parts if val.cold_cf is None else _cold_parts(
-            val.cold_cf, None if neighbours is None else val.cold_neighbours, val.hist, hl, lex)
-        cold, (g, lw) = _cold_choice(hc, _grader(hc, dense, cold_parts, val.targets, val.cold_excl, stats),
-                                     split.n_items, cold_parts)
+        cold, (g, lw) = _cold_search(hc, split, val, cf, neighbours, hl, dense if cold_dense is None else cold_dense,
+                                     lex_cold, stats)
         cold_grids[str(hl)], grids[str(hl)] = cold, {}
         grade = _grader(hc, dense, parts, val.targets, val.hist, stats)
         for c in sorted({float(c) for c in hc.cf_confidences}):
@@ -226,8 +143,10 @@ def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray
                         "lexical_weight": lw, "cold_ndcg@10": cold[(g, lw)], "cold_text_only": cold[min(cold)],
                         "cold_bm25_only": cold.get((0.0, 1.0))}
     if evidence is not None:  # the confidence also by how well items with few interactions are ranked
-        best = _evidence_choice(hc, split, dense, grids, best, evidence, val, neighbours, lexical, stats)
-    logger.info("hybrid validation, %s users: NDCG@10 %.4f", name, best["ndcg@10"])
+        best = _evidence_choice(hc, split, dense if cold_dense is None else cold_dense, grids, best, evidence,
+                                neighbours, lexical, stats)
+    logger.info("hybrid validation, %s users: NDCG@10 %.4f (all-items-cold %.4f)", name, best["ndcg@10"],
+                best["cold_ndcg@10"])
     return grids, cold_grids, best
 
 
@@ -235,8 +154,9 @@ def better_user_model(best: dict[str, dict]) -> str:
     """``hybrid.user_model=auto``: warm and cold count equally. Each representation scores its validation
     NDCG@10 relative to the best representation, warm (the fused model) plus all-items-cold (text + bridge)."""
     def rel(key: str) -> dict[str, float]:
-        top = max(b.get(key, 0.0) for b in best.values()) or 1.0
-        return {n: b.get(key, 0.0) / top for n, b in best.items()}
+        value = {n: float(np.nan_to_num(b.get(key, 0.0))) for n, b in best.items()}  # nan: no all-items-cold users
+        top = max(value.values()) or 1.0
+        return {n: v / top for n, v in value.items()}
 
     warm, cold = rel("ndcg@10"), rel("cold_ndcg@10")
     return max(best, key=lambda n: (warm[n] + cold[n], warm[n]))
@@ -269,47 +189,15 @@ def _collaborative(cfg: PipelineConfig, split: Split) -> tuple[CollaborativeScor
                 "note": result.note()}, result.model
 
 
-@dataclass
-class Evidence:
-    """The pseudo-cold validation of the trust confidence (:mod:`recsys_llm.hybrid.evidence`): the
-    collaborative part refitted with the validation items cut to a few interactions, the users' histories
-    without the hidden ones, and the exclusions that rank among the pseudo-cold items."""
-
-    cf: CollaborativeScorer
-    rows: np.ndarray
-    hist: list[np.ndarray]
-    exclude: list[np.ndarray]
-    reveal: dict[int, int]
-
-
-EVIDENCE_USERS = 1000
-"""At most this many validation users (a seeded sample) rank among the pseudo-cold items."""
-
-
-def _evidence(hc: HybridConfig, split: Split, val: Validation, cf: CollaborativeScorer | None,
-              model) -> Evidence | None:
-    """Cut every validation item to its first ``r`` training interactions and refit the collaborative part
-    with its tuned setting (None when ``hybrid.fewshot_reveal`` is empty or there is no collaborative part)."""
-    if cf is None or not hc.fewshot_reveal:
-        return None
-    rng = np.random.default_rng(hc.seed)
-    rows = np.sort(rng.choice(len(val.users), min(len(val.users), EVIDENCE_USERS), replace=False))
-    pseudo = np.unique(np.concatenate([val.targets[r] for r in rows]))
-    train_r, reveal = hide_beyond(split.train, pseudo, hc.fewshot_reveal, hc.seed)
-    cf_r = refit(cf, model, train_r, split.n_users, split.n_items)
-    hist_r = histories(train_r, split.n_users)
-    return Evidence(cf_r, rows, [hist_r[val.users[r]] for r in rows],
-                    pseudo_cold_exclusions([val.hist[r] for r in rows], pseudo, split.n_items), reveal)
-
-
 def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: dict, best: dict, ev: Evidence,
-                     val: Validation, neighbours, lexical: LexicalScorer | None, stats: dict) -> dict:
-    """The confidence (and its best weight) by warm + pseudo-cold validation together (module doc)."""
+                     neighbours, lexical: LexicalScorer | None, stats: dict) -> dict:
+    """The confidence (and its best weight) by warm + few-shot validation together (:func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`);
+    ``dense``: the all-items-cold users' text scores (``ev.rows`` index them)."""
     hl, by_c = best["halflife"], grids[str(best["halflife"])]
     collab = ev.cf.score(ev.hist, halflife=hl)
     parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
              "lexical": None if lexical is None else lexical.score(ev.hist, split.n_items)}
-    grade = _grader(hc, dense[ev.rows], parts, [val.targets[r] for r in ev.rows], ev.exclude, stats)
+    grade = _grader(hc, dense[ev.rows], parts, ev.targets, ev.exclude, stats)
     few, warm = {}, {}
     for c_key, grid in by_c.items():
         w = best_value(grid)
@@ -323,10 +211,10 @@ def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: d
 
 
 def _history_models(ctx: Context, hc: HybridConfig, item_emb: np.ndarray, train_hist: list[np.ndarray],
-                    warm_items: np.ndarray, val: Validation, meta: dict, users_by: dict[str, np.ndarray]) -> dict:
+                    warm_items: np.ndarray, val: Validation, meta: dict, users_by: dict[str, tuple]) -> dict:
     """Fit the pooling and (``hybrid.sequence_steps > 0``) sequence user models on the training histories, save
-    each with every known user's vector, add their validation users' vectors to ``users_by``; their fit records
-    (``{"pooling": ..., "sequence": ... or None}``)."""
+    each with every known user's vector, add their validation users' vectors to ``users_by`` (:func:`_both`);
+    their fit records (``{"pooling": ..., "sequence": ... or None}``)."""
     keep = {"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]}
     known, valid = ctx.known_histories(), (val.hist, val.targets)
     pool, pool_info = fit_pooling(item_emb, train_hist, steps=hc.pooling_steps, batch_size=hc.pooling_batch_size,
@@ -334,7 +222,7 @@ def _history_models(ctx: Context, hc: HybridConfig, item_emb: np.ndarray, train_
                                   allowed_items=warm_items, device="cpu", valid=valid)
     pool.save(ctx.run.hybrid, metadata=keep)
     atomic_save_npy(ctx.run.user_vectors("pooling")[0], encode_histories(pool, item_emb, known))
-    users_by["pooling"] = encode_histories(pool, item_emb, val.hist)
+    users_by["pooling"] = _both(lambda h: encode_histories(pool, item_emb, h), val)
     stored = ctx.run.user_vectors("sequence")[0]
     if hc.sequence_steps == 0:  # off: a sequence model of an earlier fit must not be served with this one
         for path in (stored, ctx.run.hybrid / "user_sequence.json", ctx.run.hybrid / "user_sequence.safetensors"):
@@ -346,8 +234,13 @@ def _history_models(ctx: Context, hc: HybridConfig, item_emb: np.ndarray, train_
                                  layers=hc.sequence_layers)
     seq.save(ctx.run.hybrid, metadata=keep)
     atomic_save_npy(stored, encode_sequences(seq, item_emb, known))
-    users_by["sequence"] = encode_sequences(seq, item_emb, val.hist)
+    users_by["sequence"] = _both(lambda h: encode_sequences(seq, item_emb, h), val)
     return {"pooling": pool_info, "sequence": seq_info}
+
+
+def _both(encode, val: Validation) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(warm validation users' vectors, all-items-cold users' vectors or None when they are the same users)``."""
+    return encode(val.hist), None if val.cold_hist is None else encode(val.cold_hist)
 
 
 @timed("hybrid")
@@ -362,13 +255,14 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     item_emb, _, meta = load_embeddings(ctx.run)
     train_hist = histories(split.train, split.n_users)
     warm_items = np.unique(split.train["item"].to_numpy(dtype=np.int64))
-    val = _validation(ctx, hc, train_hist, warm_items)
+    val = validation(ctx, hc, train_hist, warm_items)
     encoder = load_encoder(ctx.run, cfg.train.device)
-    vtexts = [history_text(h, ctx.titles, cfg.text.user_max_items) for h in val.hist]
-    users_by = {"text": encoder.encode_users(vtexts, cfg.text.user_max_tokens, show_progress=False)}
+    users_by = {"text": _both(lambda hs: encoder.encode_users([history_text(h, ctx.titles, cfg.text.user_max_items)
+                                                               for h in hs], cfg.text.user_max_tokens,
+                                                              show_progress=False), val)}
     fits = _history_models(ctx, hc, item_emb, train_hist, warm_items, val, meta, users_by)
     cf, cf_tuned, cf_fitted = _collaborative(cfg, split)
-    ev = _evidence(hc, split, val, cf, cf_fitted)
+    ev = few_shot_evidence(hc, split, val, train_hist, cf, cf_fitted)
     val, cold_record = cold_refit(hc, split, val, cf, cf_fitted, item_emb)
     if cf_tuned and "halflife" in cf_tuned["params"]:
         hc.cf_halflives = sorted({*map(float, hc.cf_halflives), float(cf_tuned["params"]["halflife"])})
@@ -379,9 +273,10 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     grids, cold_grids, best = {}, {}, {}
     stats: dict = {"candidates": hc.search_candidates}
     start = time.perf_counter()
-    for name, u in users_by.items():
-        grids[name], cold_grids[name], best[name] = search_settings(hc, split, name, u @ item_emb.T, cf,
-                                                                    neighbours, val, stats, lexical, ev)
+    for name, (u, u_cold) in users_by.items():
+        grids[name], cold_grids[name], best[name] = search_settings(
+            hc, split, name, u @ item_emb.T, cf, neighbours, val, stats, lexical, ev,
+            None if u_cold is None else u_cold @ item_emb.T)
     stats["seconds"] = round(time.perf_counter() - start, 2)
     user_model = hc.user_model if hc.user_model != "auto" else better_user_model(best)
     b = best[user_model]
