@@ -4,7 +4,8 @@ Both :func:`recsys_llm.encoder.user_pooling.fit_pooling` and
 :func:`recsys_llm.encoder.user_sequence.fit_sequence` learn from every ``(prefix h[:c] -> positive h[c])`` of
 the training histories, check their arguments the same way, and keep the trained model only when its
 validation Recall@10 beats the mean-of-history start: :class:`NextItemExamples`, :func:`check_settings`,
-:func:`check_valid`, :func:`allowed_ids` and :func:`valid_recall` are that common part.
+:func:`check_valid`, :func:`allowed_ids` and :func:`valid_recall` are that common part; :func:`fit_inputs` runs
+the checks and builds what both fits start from, :func:`finish_info` and :func:`fit_summary` close them.
 
 Example:
     >>> ex = NextItemExamples.build([np.array([3, 4, 5]), np.array([7])], np.arange(10), n_items=10)
@@ -16,13 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
+from recsys_llm.device import resolve_device
 from recsys_llm.encoder.histories import flatten_histories, pack_rows
+from recsys_llm.encoder.pooling_model import item_matrix
 from recsys_llm.ranking import embedding_ranking_metrics
 
-__all__ = ["NextItemExamples", "Valid", "allowed_ids", "check_settings", "check_valid", "valid_recall"]
+__all__ = ["FitInputs", "NextItemExamples", "Valid", "allowed_ids", "check_settings", "check_valid", "finish_info",
+           "fit_inputs", "fit_summary", "valid_recall"]
 
 Valid = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
 """Validation users: ``(histories, targets)``, one held-out id array per history."""
@@ -131,3 +137,45 @@ def allowed_ids(allowed_items: np.ndarray | None, n_items: int) -> np.ndarray:
         raise ValueError(f"allowed_items must hold ids in [0, {n_items}) (rows of item_emb); got "
                          f"{int(arr.min())}..{int(arr.max())}")
     return np.unique(arr.astype(np.int64))
+
+
+@dataclass
+class FitInputs:
+    """What a history user model's fit starts from (:func:`fit_inputs`)."""
+
+    device: torch.device
+    item_np: np.ndarray
+    allowed: np.ndarray
+    examples: NextItemExamples
+
+
+def fit_inputs(item_emb: np.ndarray, histories: Sequence[np.ndarray], *, steps: int, batch_size: int,
+               max_items: int, lr: float, allowed_items: np.ndarray | None, valid: Valid | None,
+               device: str) -> FitInputs:
+    """Check a fit's arguments (ValueError naming the bad one) and build its examples: the device, the items
+    as float32 ``(n_items, dim)``, the allowed ids and every ``(prefix -> next item)`` example."""
+    check_settings(steps=steps, batch_size=batch_size, max_items=max_items, lr=lr)
+    dev = resolve_device(device)
+    item_np = item_matrix(item_emb, None)
+    allowed = allowed_ids(allowed_items, item_np.shape[0])
+    examples = NextItemExamples.build(histories, allowed, item_np.shape[0])
+    if valid is not None:
+        check_valid(valid, item_np.shape[0])
+    return FitInputs(dev, item_np, allowed, examples)
+
+
+def finish_info(info: dict[str, Any], losses: list[float], steps: int) -> None:
+    """``info["final_loss"]`` (mean of the last 10% of steps, NaN without steps) and ``info["kept"]``."""
+    tail = losses[-max(1, len(losses) // 10):]
+    info["final_loss"] = float(np.mean(tail)) if tail else float("nan")
+    info["kept"] = "trained" if steps > 0 else "mean"
+
+
+def fit_summary(info: dict[str, Any], n_examples: int, validated: bool) -> str:
+    """The log line's tail: steps, examples, time, loss, what was kept and the validation Recall@10."""
+    text = (f"{info['steps']} steps on {n_examples} examples in {info['seconds']:.1f}s, final loss "
+            f"{info['final_loss']:.4f}, kept {info['kept']}")
+    if validated:
+        text += (f", valid Recall@10 mean {info['valid_recall@10_mean']:.4f} -> trained "
+                 f"{info['valid_recall@10']:.4f}")
+    return text

@@ -46,14 +46,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from recsys_llm.device import resolve_device
 from recsys_llm.encoder.histories import pack_histories
 from recsys_llm.encoder.next_item import (
     NextItemExamples,
     Valid,
-    allowed_ids,
-    check_settings,
-    check_valid,
+    finish_info,
+    fit_inputs,
+    fit_summary,
     valid_recall,
 )
 from recsys_llm.encoder.pooling_model import (
@@ -61,7 +60,6 @@ from recsys_llm.encoder.pooling_model import (
     PoolingUserModel,
     encode_histories,
     encode_ids,
-    item_matrix,
 )
 
 __all__ = ["FORMAT_VERSION", "PoolingUserModel", "encode_histories", "fit_pooling", "pack_histories"]
@@ -120,14 +118,10 @@ def fit_pooling(
             training example (every history shorter than 2), or ``valid`` without any target.
     """
     t0 = time.perf_counter()
-    check_settings(steps=steps, batch_size=batch_size, max_items=max_items, lr=lr)
-    dev = resolve_device(device)
-    item_np = item_matrix(item_emb, None)
-    n_items, dim = item_np.shape
-    allowed = allowed_ids(allowed_items, n_items)
-    examples = NextItemExamples.build(histories, allowed, n_items)
-    if valid is not None:
-        check_valid(valid, n_items)
+    fit = fit_inputs(item_emb, histories, steps=steps, batch_size=batch_size, max_items=max_items, lr=lr,
+                     allowed_items=allowed_items, valid=valid, device=device)
+    dev, item_np, allowed, examples = fit.device, fit.item_np, fit.allowed, fit.examples
+    dim = item_np.shape[1]
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -138,16 +132,11 @@ def fit_pooling(
         info["valid_recall@10_mean"] = _valid_recall(model, item_np, allowed, valid)
     losses = _train(model, examples, item_t, item_t[torch.from_numpy(allowed).to(dev)], steps=steps,
                     batch_size=batch_size, lr=lr, seed=seed, show_progress=show_progress)
-    tail = losses[-max(1, len(losses) // 10):]
-    info["final_loss"] = float(np.mean(tail)) if tail else float("nan")
-    info["kept"] = "trained" if steps > 0 else "mean"
+    finish_info(info, losses, steps)
     if valid is not None:
         model = _keep_better(model, info, item_np, allowed, valid)
     info["seconds"] = time.perf_counter() - t0
-    logger.info("user pooling: %d steps on %d examples in %.1fs, final loss %.4f, kept %s%s", steps,
-                len(examples), info["seconds"], info["final_loss"], info["kept"],
-                "" if valid is None else f", valid Recall@10 mean {info['valid_recall@10_mean']:.4f} -> "
-                                         f"trained {info['valid_recall@10']:.4f}")
+    logger.info("user pooling: %s", fit_summary(info, len(examples), valid is not None))
     return model, info
 
 

@@ -43,16 +43,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from recsys_llm.device import resolve_device
 from recsys_llm.encoder.next_item import (
     NextItemExamples,
     Valid,
-    allowed_ids,
-    check_settings,
-    check_valid,
+    finish_info,
+    fit_inputs,
+    fit_summary,
     valid_recall,
 )
-from recsys_llm.encoder.pooling_model import item_matrix
 from recsys_llm.encoder.sequence_model import FORMAT_VERSION, SequenceUserModel, encode_sequences
 
 __all__ = ["FORMAT_VERSION", "SequenceUserModel", "encode_sequences", "fit_sequence"]
@@ -111,15 +109,11 @@ def fit_sequence(
             training example (every history shorter than 2), or ``valid`` without any target.
     """
     t0 = time.perf_counter()
-    check_settings(steps=steps, batch_size=batch_size, max_items=max_items, lr=lr)
     if isinstance(negatives, bool) or not isinstance(negatives, (int, np.integer)) or negatives < 0:
         raise ValueError(f"negatives must be an integer >= 0; got {negatives!r}")
-    dev = resolve_device(device)
-    item_np = item_matrix(item_emb, None)
-    allowed = allowed_ids(allowed_items, item_np.shape[0])
-    examples = NextItemExamples.build(histories, allowed, item_np.shape[0])
-    if valid is not None:
-        check_valid(valid, item_np.shape[0])
+    fit = fit_inputs(item_emb, histories, steps=steps, batch_size=batch_size, max_items=max_items, lr=lr,
+                     allowed_items=allowed_items, valid=valid, device=device)
+    dev, item_np, allowed, examples = fit.device, fit.item_np, fit.allowed, fit.examples
     arch = {"dim": item_np.shape[1], "max_items": max_items, "heads": heads, "layers": layers, "dropout": dropout}
     info: dict[str, Any] = {"steps": int(steps), "train_examples": len(examples), "negatives": int(negatives)}
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -130,16 +124,11 @@ def fit_sequence(
         item_t = torch.from_numpy(item_np).to(dev)  # (n_items, dim)
         losses = _train(model, examples, item_t, allowed, steps=steps, batch_size=batch_size, lr=lr,
                         negatives=negatives, seed=seed, show_progress=show_progress)
-    tail = losses[-max(1, len(losses) // 10):]
-    info["final_loss"] = float(np.mean(tail)) if tail else float("nan")
-    info["kept"] = "trained" if steps > 0 else "mean"
+    finish_info(info, losses, steps)
     if valid is not None:
         model = _keep_better(model, info, item_np, allowed, valid, arch, seed)
     info["seconds"] = time.perf_counter() - t0
-    logger.info("sequence user model: %d steps on %d examples in %.1fs, final loss %.4f, kept %s%s", steps,
-                len(examples), info["seconds"], info["final_loss"], info["kept"],
-                "" if valid is None else f", valid Recall@10 mean {info['valid_recall@10_mean']:.4f} -> "
-                                         f"trained {info['valid_recall@10']:.4f}")
+    logger.info("sequence user model: %s", fit_summary(info, len(examples), valid is not None))
     return model, info
 
 
