@@ -224,7 +224,9 @@ class HybridConfig(Section):
     bridge_neighbours: int = field(default=50, metadata=meta("Text neighbours per item in the bridge."))
     bridge_temperature: float = field(default=0.05, metadata=meta(
         "Softmax temperature over the neighbours' cosine similarities."))
-    valid_users: int = field(default=0, metadata=meta("Validation users for the choices (0 = all)."))
+    valid_users: int = field(default=0, metadata=meta(
+        "Validation users for the choices (0 = all; the all-items-cold validation then takes at most 2,000 of the "
+        "users who had its pseudo-cold items)."))
     search_candidates: int = field(default=200, metadata=meta(
         "Validation search on candidate lists: the top m items of each fused part per user, exact for full "
         "ranking by a bound (recsys_llm.hybrid.search); 0 = score every setting over the whole catalogue."))

@@ -8,7 +8,8 @@ history. The all-items-cold validation mirrors it inside the training data (:fun
 * a seeded sample of the warm items becomes *pseudo-cold*, as many as the cold items (at least 10% of the warm
   items), drawn uniformly as :func:`recsys_llm.data.splits.choose_cold_items` draws the cold ones, so their
   popularity is the catalogue's rather than that of what users did next;
-* a seeded sample of the users who have training interactions with them (``hybrid.valid_users``) is ranked,
+* a seeded sample of the users who have training interactions with them (``hybrid.valid_users``, at most
+  :data:`COLD_USERS` when that is 0) is ranked,
   from the rest of their training history, over the pseudo-cold items: every such interaction is a target;
 * the collaborative part is refitted with its tuned setting without any interaction of the pseudo-cold items,
   and the bridge's text neighbours are drawn from the items that keep interactions (:func:`cold_refit`).
@@ -51,6 +52,10 @@ __all__ = ["Evidence", "Validation", "cold_choice", "cold_parts", "cold_refit", 
 
 COLD_SHARE = 0.1
 """The pseudo-cold items are at least this share of the warm items (more when the split has more cold items)."""
+
+COLD_USERS = 2000
+"""At most this many all-items-cold users (a seeded sample) when ``hybrid.valid_users`` is 0 (all): each is one
+more history encoded by every user model."""
 
 
 @dataclass
@@ -112,7 +117,7 @@ def validation(ctx: Context, hc: HybridConfig, train_hist: list[np.ndarray], war
                             "prepare", ctx.run.root)
     n_pool = min(max(len(split.cold_items), int(round(COLD_SHARE * len(warm_items))), 1), len(warm_items) // 2)
     pseudo = np.sort(np.random.default_rng(hc.seed).choice(warm_items, max(n_pool, 1), replace=False))
-    cold_users, cold_hist, cold_tg = pseudo_cold_users(train_hist, pseudo, hc.valid_users, hc.seed)
+    cold_users, cold_hist, cold_tg = pseudo_cold_users(train_hist, pseudo, hc.valid_users or COLD_USERS, hc.seed)
     logger.info("all-items-cold validation: %d pseudo-cold items, %d users, %d targets", len(pseudo), len(cold_hist),
                 sum(len(t) for t in cold_tg))
     return Validation(vusers, [train_hist[u] for u in vusers], [tg[u] for u in vusers],
