@@ -11,7 +11,8 @@ Usage:
 Each config runs in ``<out>/<config name>/`` (report.json, report.md, plots/); the script prints each table.
 With ``--seeds N`` each config runs N times (``<out>/<config name>/seed-<s>/``, every model seed = s, the split
 fixed; recsys_llm.report.seeds) and ``<out>/<config name>/seeds.md`` / ``seeds.json`` give mean ± std [min, max]
-per row next to the first seed's bootstrap interval.
+per row next to the first seed's bootstrap interval, and the served row's paired difference against each baseline
+in every seed (``recsys_llm.report.seeds.seed_paired``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 
 from recsys_llm import pipeline
 from recsys_llm.config import ConfigError, PipelineConfig, parse_overrides
-from recsys_llm.io_utils import atomic_write_json, atomic_write_text
-from recsys_llm.report.seeds import seed_markdown, seed_summary, with_seed
+from recsys_llm.io_utils import atomic_write_json, atomic_write_text, load_json
+from recsys_llm.report.seeds import seed_markdown, seed_paired, seed_paired_markdown, seed_summary, with_seed
 from recsys_llm.report.tables import format_table
 
 HERE = Path(__file__).resolve().parent
@@ -70,9 +71,11 @@ for path, cfg in configs.items():
     runs = [pipeline.run_all(with_seed(cfg, s), run_dir / f"seed-{s}") for s in range(args.seeds)]
     results[path.stem] = (run_dir / "seed-0", runs[0])
     summary = seed_summary(runs, COLUMNS[:-1])
-    atomic_write_json(run_dir / "seeds.json", {"seeds": args.seeds, "rows": summary})
-    atomic_write_text(run_dir / "seeds.md", f"# {path.stem}: {args.seeds} seeds\n\n" + seed_markdown(summary, COLUMNS[:2]))
-    print(f"\n## {path.stem}: {args.seeds} seeds ({run_dir}/seeds.md)\n" + seed_markdown(summary, COLUMNS[:2]))
+    paired = seed_paired([load_json(run_dir / f"seed-{s}" / "report.json").get("paired", []) for s in range(args.seeds)])
+    atomic_write_json(run_dir / "seeds.json", {"seeds": args.seeds, "rows": summary, "paired": paired})
+    text = seed_markdown(summary, COLUMNS[:2]) + "\n### served vs the baselines, paired, per seed\n\n" + seed_paired_markdown(paired)
+    atomic_write_text(run_dir / "seeds.md", f"# {path.stem}: {args.seeds} seeds\n\n" + text)
+    print(f"\n## {path.stem}: {args.seeds} seeds ({run_dir}/seeds.md)\n" + text)
 
 # 3. the tables (markdown with intervals and the paired comparison are in each report.md)
 for name, (run_dir, rows) in results.items():

@@ -104,3 +104,21 @@ def test_seed_summary_reports_mean_spread_and_first_interval():
     assert "Recall@10" not in rows["EASE"]  # no value in any run: no entry
     md = seed_markdown(list(rows.values()), ("NDCG@10",))
     assert "| hybrid | 3 | 0.1100 ± 0.0100 [0.1000, 0.1200] | 0.0900–0.1100 |" in md
+
+
+def test_seed_paired_lines_up_the_served_rows_paired_differences():
+    from recsys_llm.report.seeds import seed_paired, seed_paired_markdown
+
+    def pair(diff, low, high, model="served", baseline="EASE, recency-weighted query", metric="NDCG@10"):
+        return {"slice": "warm", "model": model, "baseline": baseline, "metric": metric, "diff": diff, "low": low,
+                "high": high}
+
+    runs = [[pair(0.004, 0.001, 0.007), pair(0.1, 0.05, 0.2, model="hybrid"), pair(0.2, 0.1, 0.3, metric="Recall@10")],
+            [pair(-0.002, -0.006, 0.002)], [pair(0.003, 0.0005, 0.006), pair(0.05, 0.01, 0.09, baseline="SASRec")]]
+    entries = {e["baseline"]: e for e in seed_paired(runs)}
+    ease = entries["EASE, recency-weighted query"]
+    assert ease["seeds"] == 3 and ease["mean_diff"] == pytest.approx(0.005 / 3)
+    assert (ease["above_zero"], ease["below_zero"]) == (2, 0)  # seed 1's interval straddles zero
+    assert entries["SASRec"]["seeds"] == 1  # only the seeds that have the comparison
+    md = seed_paired_markdown(list(entries.values()))
+    assert "+0.0040 [+0.0010, +0.0070]; -0.0020 [-0.0060, +0.0020]; +0.0030 [+0.0005, +0.0060] | +0.0017 | 2 / 0 of 3" in md

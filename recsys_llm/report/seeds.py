@@ -5,6 +5,8 @@ model's own randomness: fine-tuning order and LoRA init (``train.seed``), the re
 pooling model and the hybrid's validation sample (``hybrid.seed``), and the baselines' seed, the evaluation
 user sample, tie order and bootstrap (``eval.seed``). The spread over seeds is what two runs of one setup can
 differ by; the bootstrap interval of one run is what its test users can differ by. Both go in the table.
+:func:`seed_paired` lines up each seed's paired comparison of the served row against the best baseline (its
+difference and paired interval) and says in how many seeds the interval is above zero.
 
 Example:
     >>> from recsys_llm.report.tables import ResultRow
@@ -73,3 +75,31 @@ def seed_markdown(summary: Sequence[dict[str, Any]], metrics: Sequence[str]) -> 
             lines.append(f"| {e['model']} | {e['seeds']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def seed_paired(paired_runs: Sequence[Sequence[dict[str, Any]]], model: str = "served",
+                metric: str = "NDCG@10") -> list[dict[str, Any]]:
+    """Per (slice, baseline): ``model``'s paired difference against the baseline in every seed's report
+    (``report.json`` -> ``paired``), the mean difference, and how many seeds have their 95% interval above zero
+    (or below). Seeds without that comparison are left out of its entry."""
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for paired in paired_runs:
+        for p in paired:
+            if p["model"] == model and p["metric"] == metric:
+                by_key.setdefault((p["slice"], p["baseline"]), []).append(p)
+    return [{"slice": sl, "model": model, "baseline": base, "metric": metric, "seeds": len(ps),
+             "diffs": [(p["diff"], p["low"], p["high"]) for p in ps],
+             "mean_diff": float(np.mean([p["diff"] for p in ps])),
+             "above_zero": sum(p["low"] > 0 for p in ps), "below_zero": sum(p["high"] < 0 for p in ps)}
+            for (sl, base), ps in by_key.items()]
+
+
+def seed_paired_markdown(entries: Sequence[dict[str, Any]]) -> str:
+    """One line per (slice, baseline): every seed's ``diff [low, high]``, the mean, and the interval count."""
+    lines = ["| slice | model | baseline | metric | per seed: difference [95% interval] | mean | "
+             "intervals above / below 0 |", "|---|---|---|---|---|---:|---|"]
+    for e in entries:
+        per = "; ".join(f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" for d, lo, hi in e["diffs"])
+        lines.append(f"| {e['slice']} | {e['model']} | {e['baseline']} | {e['metric']} | {per} | "
+                     f"{e['mean_diff']:+.4f} | {e['above_zero']} / {e['below_zero']} of {e['seeds']} |")
+    return "\n".join(lines) + "\n"
