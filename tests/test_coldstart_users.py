@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from recsys_llm.cli import main
+from recsys_llm.hybrid import trust_key
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_hybrid_stage_records_every_choice_and_picks_the_best(tiny_run):
 
     um = meta["user_model"]
     best = max(v for by_c in grids[um].values() for g in by_c.values() for v in g.values())
-    chosen = grids[um][str(meta["halflife"])][str(meta["confidence"])][str(meta["weight"])]
+    chosen = grids[um][str(meta["halflife"])][trust_key(meta["confidence"], meta["trust_power"])][str(meta["weight"])]
     assert chosen == pytest.approx(best)  # what was kept is the best validated setting of that user model
     assert um == _better_user_model(meta["best"])  # and the user model the better over warm + cold
     cold = meta["cold_sim_ndcg@10"][meta["user_model"]][str(meta["halflife"])]

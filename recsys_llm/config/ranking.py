@@ -209,6 +209,10 @@ class HybridConfig(Section):
         "Per-item shrinkage c of the collaborative weight, tried on validation: w * n_i / (n_i + c) for an item "
         "with n_i training interactions, so items nobody (or few) touched lean on their text (0 = none: at weight "
         "1 the hybrid is its collaborative part alone, so validation can choose it)."))
+    cf_trust_powers: list[float] = field(default_factory=lambda: [1.0, 4.0], metadata=meta(
+        "Powers p of the trust curve w * n_i^p / (n_i^p + c^p), tried with every confidence c: 1 grows slowly, 4 is "
+        "a steep step at c (items with fewer interactions lean on their text, items with more follow the "
+        "collaborative part)."))
     bridge_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=meta(
         "Weights tried for the text-neighbour bridge on items without interactions, chosen on validation with "
         "every item treated as cold (its own column unused); [0] = off."))
@@ -260,6 +264,8 @@ class HybridConfig(Section):
                self.cf_halflives, "need half-lives >= 0 (0 = no recency weighting)")
         _check(len(self.cf_confidences) > 0 and all(c >= 0 for c in self.cf_confidences), "hybrid",
                "cf_confidences", self.cf_confidences, "need values >= 0 (0 = no shrinkage)")
+        _check(len(self.cf_trust_powers) > 0 and all(p > 0 for p in self.cf_trust_powers), "hybrid",
+               "cf_trust_powers", self.cf_trust_powers, "need values > 0 (1 = n/(n+c))")
         _check(len(self.bridge_weights) > 0 and all(0.0 <= w <= 1.0 for w in self.bridge_weights), "hybrid",
                "bridge_weights", self.bridge_weights, "need weights in [0, 1]")
         _check(len(self.lexical_weights) > 0 and all(0.0 <= w <= 1.0 for w in self.lexical_weights), "hybrid",

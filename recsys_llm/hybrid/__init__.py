@@ -15,6 +15,7 @@ from recsys_llm.hybrid.model import (
     ndcg_at,
     select_weight,
     text_neighbours,
+    trust_key,
     zscore_rows,
 )
 from recsys_llm.hybrid.search import CandidateSet, best_value, candidate_set, fused_grid
@@ -34,6 +35,7 @@ __all__ = [
     "fuse",
     "fused_grid",
     "item_trust",
+    "trust_key",
     "ndcg_at",
     "select_weight",
     "text_neighbours",

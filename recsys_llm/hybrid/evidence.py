@@ -74,8 +74,23 @@ def pseudo_cold_exclusions(hist: Sequence[np.ndarray], pseudo: np.ndarray, n_ite
     return [np.union1d(outside, h) for h in hist]
 
 
-def choose_confidence(warm: dict[float, float], few: dict[float, float]) -> float:
-    """The confidence with the best warm + few-shot validation NDCG@10, each relative to its best (equal
-    weight, as :func:`recsys_llm.stages.hybrid.better_user_model`); ties: the smaller ``c``."""
-    top_w, top_f = max(warm.values()) or 1.0, max(few.values()) or 1.0
-    return max(warm, key=lambda c: (warm[c] / top_w + few[c] / top_f, -c))
+def choose_confidence(warm: dict, few: dict):
+    """The confidence for items with few interactions that costs warm users nothing measurable: among the
+    confidences whose warm validation NDCG@10 (per-user values ``warm[c]``, paired across ``c``) is within one
+    standard error of the paired difference from the warm best, the one with the best few-shot validation
+    ``few[c]``; ties: the smaller ``c``. The keys may be any ordered values, e.g. ``(confidence, power)``.
+
+    Warm users are most of the traffic and their validation is the less noisy one, so they keep the say: a
+    confidence that helps the few-shot regime is taken only where warm validation cannot tell it from the best.
+    (Weighting the two equally let a wide few-shot range outvote a real warm loss: on ml-100k it chose ``c = 200``
+    for +0.22 few-shot and cost warm test users 0.0126 NDCG@10 against recency EASE.)"""
+    means = {c: float(np.mean(v)) if len(v) else float("nan") for c, v in warm.items()}
+    best = max(sorted(means), key=lambda c: means[c])  # the first (smallest) of equal means
+
+    def close(c: float) -> bool:
+        diff = np.asarray(warm[best]) - np.asarray(warm[c])
+        if c == best or len(diff) < 2:
+            return c == best
+        return float(diff.mean()) <= float(diff.std(ddof=1)) / np.sqrt(len(diff))
+
+    return max((c for c in sorted(warm) if close(c)), key=lambda c: few[c])

@@ -5,7 +5,7 @@ For a user with dense scores ``d`` (user embedding . item embeddings, one row ov
 collaborative scores ``c`` (``x_u @ S``, ``x_u`` the user's history, optionally recency-weighted, ``S`` an
 item-item matrix from EASE or ItemKNN fitted on the training interactions)::
 
-    t_i = n_i / (n_i + confidence)                       (t_i = 1 for n_i > 0 when confidence = 0)
+    t_i = n_i^p / (n_i^p + confidence^p)                 (t_i = 1 for n_i > 0 when confidence = 0; p = trust power)
     a_i = w t_i (own evidence),  g_i = bridge (1 - t_i) (borrowed through text),  l_i = lex [t_i = 0] (BM25)
     weighted:  score_i = (1 - a_i - g_i - l_i) z(d)_i + a_i z(c)_i + g_i z(b)_i + l_i z(l)_i
     rrf:       the same weights on reciprocal ranks 1 / (60 + rank)
@@ -117,13 +117,26 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
     return np.divide(s - mean, std, out=np.zeros_like(s), where=std > 1e-12)
 
 
-def item_trust(counts: np.ndarray, confidence: float, n_items: int) -> np.ndarray:
-    """``t_i = n_i / (n_i + confidence)`` (1 for any item with interactions when confidence = 0); items
-    beyond ``counts`` (added after fitting) get 0."""
+def item_trust(counts: np.ndarray, confidence: float, n_items: int, power: float = 1.0) -> np.ndarray:
+    """``t_i = n_i^p / (n_i^p + confidence^p)`` (1 for any item with interactions when confidence = 0); items
+    beyond ``counts`` (added after fitting) get 0. ``power`` ``p = 1`` grows slowly (an item with ``confidence``
+    interactions gets half the trust, one with 4x as many 80%); a larger ``p`` is a steeper step at
+    ``confidence`` (``p = 4``: 1% at a third of it, 94% at twice it)."""
     t = np.zeros(n_items, dtype=np.float32)
     c = np.asarray(counts, dtype=np.float32)[:n_items]
-    t[: len(c)] = (c > 0) if confidence == 0 else c / (c + confidence)
+    if confidence == 0:
+        t[: len(c)] = c > 0
+    elif power == 1.0:
+        t[: len(c)] = c / (c + confidence)
+    else:
+        r = (c.astype(np.float64) / confidence) ** power
+        t[: len(c)] = r / (1.0 + r)
     return t
+
+
+def trust_key(confidence: float, power: float = 1.0) -> str:
+    """The grid key of a trust setting in ``hybrid.json``: ``"50.0"``, or ``"50.0^4.0"`` for another power."""
+    return str(float(confidence)) if power == 1.0 else f"{float(confidence)}^{float(power)}"
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -183,7 +196,7 @@ class HybridModel:
 
     Attributes:
         cf: the collaborative source, or None (text only).
-        weight: ``w``; confidence: the trust shrinkage; fusion: ``weighted`` / ``rrf``.
+        weight: ``w``; confidence / trust_power: the trust curve (:func:`item_trust`); fusion: ``weighted`` / ``rrf``.
         halflife: recency weighting of the collaborative query (:meth:`CollaborativeScorer.score`).
         neighbours: the text-neighbour matrix ``N`` of the bridge; bridge: its weight (0 = off).
         lexical: BM25 over the item texts; lexical_weight: its weight on items without evidence (0 = off).
@@ -202,6 +215,7 @@ class HybridModel:
     bridge: float = 0.0
     lexical: LexicalScorer | None = None
     lexical_weight: float = 0.0
+    trust_power: float = 1.0
 
     def bridge_scores(self, collab: np.ndarray) -> np.ndarray | None:
         """Each item's borrowed collaborative score (:func:`bridge_scores`), None without neighbours."""
@@ -216,7 +230,8 @@ class HybridModel:
         lexical = None
         if self.lexical is not None and self.lexical_weight > 0:
             lexical = self.lexical.score(histories, n_items=dense.shape[1])
-        return fuse(dense, collab, self.weight, item_trust(self.cf.counts, self.confidence, dense.shape[1]),
+        trust = item_trust(self.cf.counts, self.confidence, dense.shape[1], self.trust_power)
+        return fuse(dense, collab, self.weight, trust,
                     self.fusion, self.bridge_scores(collab) if self.bridge > 0 else None, self.bridge,
                     lexical, self.lexical_weight)
 
@@ -228,7 +243,7 @@ class HybridModel:
             "format": FORMAT, "cf_model": self.cf.name if self.cf is not None else "none",
             "weight": self.weight, "confidence": self.confidence, "fusion": self.fusion,
             "user_model": self.user_model, "halflife": self.halflife, "bridge": self.bridge,
-            "lexical_weight": self.lexical_weight, **self.info})
+            "lexical_weight": self.lexical_weight, "trust_power": self.trust_power, **self.info})
         if self.neighbours is not None:
             save_sparse(folder / NEIGHBOURS_FILE, self.neighbours)
         if self.lexical is not None:
@@ -247,7 +262,7 @@ class HybridModel:
         cf = None if meta["cf_model"] == "none" else CollaborativeScorer.load(folder)
         info = {k: v for k, v in meta.items() if k not in
                 ("format", "cf_model", "weight", "confidence", "fusion", "user_model", "halflife", "bridge",
-                 "lexical_weight")}
+                 "lexical_weight", "trust_power")}
         neighbours = None
         if (folder / NEIGHBOURS_FILE).exists():
             t, _ = load_sparse(folder / NEIGHBOURS_FILE)
@@ -256,7 +271,7 @@ class HybridModel:
         lexical = LexicalScorer.load(folder) if (folder / LEXICAL_FILE).exists() else None
         return cls(cf, float(meta["weight"]), float(meta["confidence"]), meta["fusion"], meta["user_model"],
                    float(meta["halflife"]), info, neighbours, float(meta.get("bridge", 0.0)), lexical,
-                   float(meta.get("lexical_weight", 0.0)))
+                   float(meta.get("lexical_weight", 0.0)), float(meta.get("trust_power", 1.0)))
 
 
 # -------------------------------------------------------------------------------------------- selection

@@ -15,8 +15,8 @@ the whole catalogue),
 and the cold-item parts (text-neighbour bridge, BM25) on an all-items-cold validation that mirrors the cold-item
 test slice (:mod:`recsys_llm.stages.hybrid_cold`: a random sample of warm items made pseudo-cold, the users who
 had them ranked over them from the rest of their history, the collaborative part refitted without them); the
-trust confidence by warm validation and a few-shot one together (the pseudo-cold items cut to their first few
-interactions: :func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`); ``hybrid.user_model=auto`` keeps
+trust confidence by a few-shot validation (the pseudo-cold items cut to their first few interactions:
+:func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`) among those warm validation cannot tell apart; ``hybrid.user_model=auto`` keeps
 the representation that is best over warm and cold validation together (:func:`better_user_model`).
 Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*``,
 ``user_pooled.npy`` (every known user's pooled vector, what serving and the report read), and
@@ -49,6 +49,7 @@ from recsys_llm.hybrid import (
     item_trust,
     ndcg_at,
     text_neighbours,
+    trust_key,
 )
 from recsys_llm.hybrid.evidence import choose_confidence
 from recsys_llm.hybrid.lexical import LexicalScorer
@@ -107,6 +108,11 @@ def _cold_search(hc: HybridConfig, split: Split, val: Validation, cf: Collaborat
                        parts)
 
 
+def _trust_settings(hc: HybridConfig) -> list[tuple[float, float]]:
+    """Every ``(confidence, power)`` of the grid; confidence 0 (full trust) once, whatever the power."""
+    return sorted({(float(c), float(p) if c > 0 else 1.0) for c in hc.cf_confidences for p in hc.cf_trust_powers})
+
+
 def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray, cf: CollaborativeScorer | None,
                     neighbours, val: Validation, stats: dict, lexical: LexicalScorer | None = None,
                     evidence: Evidence | None = None, cold_dense: np.ndarray | None = None
@@ -124,6 +130,7 @@ def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray
     grids: dict = {}
     cold_grids: dict = {}
     best: dict = {}
+    graders: dict = {}
     for hl in sorted({float(h) for h in hc.cf_halflives}):
         collab = cf.score(val.hist, halflife=hl)
         parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
@@ -131,20 +138,20 @@ def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray
         cold, (g, lw) = _cold_search(hc, split, val, cf, neighbours, hl, dense if cold_dense is None else cold_dense,
                                      lex_cold, stats)
         cold_grids[str(hl)], grids[str(hl)] = cold, {}
-        grade = _grader(hc, dense, parts, val.targets, val.hist, stats)
-        for c in sorted({float(c) for c in hc.cf_confidences}):
+        grade = graders[str(hl)] = _grader(hc, dense, parts, val.targets, val.hist, stats)
+        for c, p in _trust_settings(hc):
             weights = sorted({float(w) for w in hc.weights})
-            grid = dict(zip(weights, grade(item_trust(cf.counts, c, split.n_items), [(w, g, lw) for w in weights]),
+            grid = dict(zip(weights, grade(item_trust(cf.counts, c, split.n_items, p), [(w, g, lw) for w in weights]),
                             strict=True))
             w = best_value(grid)
-            grids[str(hl)][str(c)] = grid
+            grids[str(hl)][trust_key(c, p)] = grid
             if not best or grid[w] > best["ndcg@10"]:
-                best = {"ndcg@10": grid[w], "halflife": hl, "weight": w, "confidence": c, "bridge": g,
-                        "lexical_weight": lw, "cold_ndcg@10": cold[(g, lw)], "cold_text_only": cold[min(cold)],
-                        "cold_bm25_only": cold.get((0.0, 1.0))}
+                best = {"ndcg@10": grid[w], "halflife": hl, "weight": w, "confidence": c, "trust_power": p,
+                        "bridge": g, "lexical_weight": lw, "cold_ndcg@10": cold[(g, lw)],
+                        "cold_text_only": cold[min(cold)], "cold_bm25_only": cold.get((0.0, 1.0))}
     if evidence is not None:  # the confidence also by how well items with few interactions are ranked
         best = _evidence_choice(hc, split, dense if cold_dense is None else cold_dense, grids, best, evidence,
-                                neighbours, lexical, stats)
+                                neighbours, lexical, stats, graders[str(best["halflife"])], cf.counts)
     logger.info("hybrid validation, %s users: NDCG@10 %.4f (all-items-cold %.4f)", name, best["ndcg@10"],
                 best["cold_ndcg@10"])
     return grids, cold_grids, best
@@ -190,24 +197,30 @@ def _collaborative(cfg: PipelineConfig, split: Split) -> tuple[CollaborativeScor
 
 
 def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: dict, best: dict, ev: Evidence,
-                     neighbours, lexical: LexicalScorer | None, stats: dict) -> dict:
-    """The confidence (and its best weight) by warm + few-shot validation together (:func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`);
-    ``dense``: the all-items-cold users' text scores (``ev.rows`` index them)."""
+                     neighbours, lexical: LexicalScorer | None, stats: dict, warm_grade, cf_counts: np.ndarray
+                     ) -> dict:
+    """The confidence (and its best weight): the best few-shot validation among those warm validation cannot
+    tell from its best (:func:`~recsys_llm.hybrid.evidence.choose_confidence`; few-shot users:
+    :func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`). ``dense``: the all-items-cold users' text scores
+    (``ev.rows`` index them); ``warm_grade``: the warm validation's grader at the chosen half-life."""
     hl, by_c = best["halflife"], grids[str(best["halflife"])]
     collab = ev.cf.score(ev.hist, halflife=hl)
     parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
              "lexical": None if lexical is None else lexical.score(ev.hist, split.n_items)}
     grade = _grader(hc, dense[ev.rows], parts, ev.targets, ev.exclude, stats)
-    few, warm = {}, {}
-    for c_key, grid in by_c.items():
+    few, warm, warm_users = {}, {}, {}
+    for c, p in _trust_settings(hc):
+        grid = by_c[trust_key(c, p)]
         w = best_value(grid)
-        warm[float(c_key)] = grid[w]
-        few[float(c_key)] = grade(item_trust(ev.cf.counts, float(c_key), split.n_items),
-                                  [(w, best["bridge"], best["lexical_weight"])])[0]
-    c = choose_confidence(warm, few)
-    w = best_value(by_c[str(c)])
-    return {**best, "ndcg@10": warm[c], "weight": w, "confidence": c, "fewshot_ndcg@10": few[c],
-            "fewshot_by_confidence": {str(k): v for k, v in few.items()}}
+        setting = [(w, best["bridge"], best["lexical_weight"])]
+        warm[c, p] = grid[w]
+        warm_users[c, p] = np.asarray(warm_grade(item_trust(cf_counts, c, split.n_items, p), setting,
+                                                 per_user=True)[0])
+        few[c, p] = grade(item_trust(ev.cf.counts, c, split.n_items, p), setting)[0]
+    c, p = choose_confidence(warm_users, few)
+    w = best_value(by_c[trust_key(c, p)])
+    return {**best, "ndcg@10": warm[c, p], "weight": w, "confidence": c, "trust_power": p,
+            "fewshot_ndcg@10": few[c, p], "fewshot_by_confidence": {trust_key(*k): v for k, v in few.items()}}
 
 
 def _history_models(ctx: Context, hc: HybridConfig, item_emb: np.ndarray, train_hist: list[np.ndarray],
@@ -287,9 +300,9 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     info["search"] = stats
     model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
                         neighbours if b["bridge"] > 0 else None, b["bridge"],
-                        lexical if b["lexical_weight"] > 0 else None, b["lexical_weight"])
+                        lexical if b["lexical_weight"] > 0 else None, b["lexical_weight"], b.get("trust_power", 1.0))
     model.save(ctx.run.hybrid)
-    logger.info("hybrid: %s users, %s weight %.2f, half-life %g, confidence %g, bridge %.2f, lexical %.2f "
-                "(validation NDCG@10 %.4f)", user_model, hc.cf_model, b["weight"], b["halflife"], b["confidence"],
-                b["bridge"], b["lexical_weight"], b["ndcg@10"])
+    logger.info("hybrid: %s users, %s weight %.2f, half-life %g, confidence %g (power %g), bridge %.2f, lexical "
+                "%.2f (validation NDCG@10 %.4f)", user_model, hc.cf_model, b["weight"], b["halflife"], b["confidence"],
+                b.get("trust_power", 1.0), b["bridge"], b["lexical_weight"], b["ndcg@10"])
     return load_json(ctx.run.hybrid / "hybrid.json")
