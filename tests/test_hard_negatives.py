@@ -164,18 +164,15 @@ def record_widths(monkeypatch) -> list[tuple[int, int]]:
     return widths
 
 
+def hard_config(**fields) -> TrainConfig:
+    """A tiny training run with 2 hard negatives per example from a pool of 6."""
+    return TrainConfig(batch_size=8, lr=5e-3, warmup_steps=0, log_every=1, device="cpu", hard_negatives=2,
+                       hard_negative_pool=6, **fields)
+
+
 def test_training_with_hard_negatives_is_deterministic_and_widens_the_loss(tiny_bert_path, monkeypatch):
     pairs, texts = planted()
-    cfg = TrainConfig(
-        batch_size=8,
-        max_steps=3,
-        lr=5e-3,
-        warmup_steps=0,
-        log_every=1,
-        device="cpu",
-        hard_negatives=2,
-        hard_negative_pool=6,
-    )
+    cfg = hard_config(max_steps=3)
     widths = record_widths(monkeypatch)
     first = train_two_tower(tiny_encoder(tiny_bert_path), pairs, texts, TEXT, cfg)
     # the expected width: 8 positives + the distinct valid hard negatives the seeded draw gives each batch
@@ -204,17 +201,7 @@ def test_training_with_hard_negatives_is_deterministic_and_widens_the_loss(tiny_
 
 def test_resumed_run_with_hard_negatives_matches_the_uninterrupted_one(tiny_bert_path, tmp_path, monkeypatch):
     pairs, texts = planted()
-    cfg = TrainConfig(
-        batch_size=8,
-        max_steps=4,
-        lr=5e-3,
-        warmup_steps=0,
-        log_every=1,
-        device="cpu",
-        checkpoint_every=2,
-        hard_negatives=2,
-        hard_negative_pool=6,
-    )
+    cfg = hard_config(max_steps=4, checkpoint_every=2)
     save_file = ckpt_mod.save_file
 
     def failing_save(tensors, path, *args, **kwargs):
