@@ -191,8 +191,8 @@ class HybridConfig(Section):
     user_model: str = field(default="auto", metadata=meta(
         "User representation of the hybrid and of new users: text (history rendered and encoded), pooling "
         "(learned pooling over the history's item embeddings), sequence (a small transformer over them, "
-        "hybrid.sequence_steps > 0), or auto (the best on the all-items-cold validation among those whose warm "
-        "validation is within one standard error of the best).", choices=("auto", "text", "pooling", "sequence")))
+        "hybrid.sequence_steps > 0), or auto (the best on validation users, warm and all-items-cold counted "
+        "equally).", choices=("auto", "text", "pooling", "sequence")))
     cf_model: str = field(default="ease", metadata=meta(
         "Collaborative source fused with dense retrieval: ease, itemknn, or none (text only).",
         choices=("ease", "itemknn", "none")))
