@@ -25,7 +25,8 @@ import pandas as pd
 
 from recsys_llm.hybrid.collaborative import CollaborativeScorer, fit_collaborative
 
-__all__ = ["choose_confidence", "from_position", "hide_beyond", "pseudo_cold_exclusions", "refit", "without_items"]
+__all__ = ["choose_confidence", "from_position", "hide_beyond", "pseudo_cold_exclusions", "refit", "within_one_se",
+           "without_items"]
 
 
 def _positions(train: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -86,11 +87,15 @@ def choose_confidence(warm: dict, few: dict):
     for +0.22 few-shot and cost warm test users 0.0126 NDCG@10 against recency EASE.)"""
     means = {c: float(np.mean(v)) if len(v) else float("nan") for c, v in warm.items()}
     best = max(sorted(means), key=lambda c: means[c])  # the first (smallest) of equal means
+    return max((c for c in sorted(warm) if c == best or within_one_se(warm[best], warm[c])), key=lambda c: few[c])
 
-    def close(c: float) -> bool:
-        diff = np.asarray(warm[best]) - np.asarray(warm[c])
-        if c == best or len(diff) < 2:
-            return c == best
-        return float(diff.mean()) <= float(diff.std(ddof=1)) / np.sqrt(len(diff))
 
-    return max((c for c in sorted(warm) if close(c)), key=lambda c: few[c])
+def within_one_se(best: np.ndarray, other: np.ndarray) -> bool:
+    """``other``'s per-user values are within one standard error of ``best``'s: the mean of the paired difference
+    ``best - other`` is at most its standard error (never with fewer than 2 users). The test of the
+    one-standard-error rules of the hybrid stage (:func:`choose_confidence`,
+    :func:`recsys_llm.stages.hybrid_cold.one_se_simplest`)."""
+    diff = np.asarray(best) - np.asarray(other)
+    if len(diff) < 2:
+        return False
+    return float(diff.mean()) <= float(diff.std(ddof=1)) / np.sqrt(len(diff))

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys_llm.artifacts import load_embeddings, load_encoder
 from recsys_llm.classic.from_config import fit_baseline
@@ -59,7 +60,6 @@ from recsys_llm.stages.hybrid_cold import (
     Evidence,
     Validation,
     cold_choice,
-    cold_parts,
     cold_refit,
     few_shot_evidence,
     validation,
@@ -92,6 +92,16 @@ def _grader(hc: HybridConfig, dense: np.ndarray, parts: dict, targets: list[np.n
     return fast
 
 
+def _parts(cf: CollaborativeScorer, neighbours: sp.csr_matrix | None, hist: list[np.ndarray], halflife: float,
+           lex: np.ndarray | None) -> dict:
+    """The ``collab``, ``bridged`` and ``lexical`` scores a grader fuses with the dense ones (:func:`_grader`),
+    for users with ``hist``: ``cf``'s recency-weighted query, the bridge through ``neighbours`` (None: off),
+    and the BM25 scores ``lex`` as given."""
+    collab = cf.score(hist, halflife=halflife)
+    return {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
+            "lexical": lex}
+
+
 def _cold_search(hc: HybridConfig, split: Split, val: Validation, cf: CollaborativeScorer, neighbours,
                  halflife: float, dense: np.ndarray, lex: np.ndarray | None, stats: dict
                  ) -> tuple[dict, tuple[float, float]]:
@@ -101,9 +111,8 @@ def _cold_search(hc: HybridConfig, split: Split, val: Validation, cf: Collaborat
     if not len(hist):
         return {(0.0, 0.0): float("nan")}, (0.0, 0.0)
     refitted = val.cold_cf is not None
-    parts = cold_parts(val.cold_cf if refitted else cf,
-                       None if neighbours is None else (val.cold_neighbours if refitted else neighbours),
-                       hist, halflife, lex)
+    parts = _parts(val.cold_cf if refitted else cf,
+                   None if neighbours is None else (val.cold_neighbours if refitted else neighbours), hist, halflife, lex)
     return cold_choice(hc, _grader(hc, dense, parts, val.cold_users_targets, val.cold_excl, stats), split.n_items,
                        parts)
 
@@ -132,9 +141,7 @@ def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray
     best: dict = {}
     graders: dict = {}
     for hl in sorted({float(h) for h in hc.cf_halflives}):
-        collab = cf.score(val.hist, halflife=hl)
-        parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
-                 "lexical": lex}
+        parts = _parts(cf, neighbours, val.hist, hl, lex)
         cold, (g, lw) = _cold_search(hc, split, val, cf, neighbours, hl, dense if cold_dense is None else cold_dense,
                                      lex_cold, stats)
         cold_grids[str(hl)], grids[str(hl)] = cold, {}
@@ -204,9 +211,7 @@ def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: d
     :func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`). ``dense``: the all-items-cold users' text scores
     (``ev.rows`` index them); ``warm_grade``: the warm validation's grader at the chosen half-life."""
     hl, by_c = best["halflife"], grids[str(best["halflife"])]
-    collab = ev.cf.score(ev.hist, halflife=hl)
-    parts = {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
-             "lexical": None if lexical is None else lexical.score(ev.hist, split.n_items)}
+    parts = _parts(ev.cf, neighbours, ev.hist, hl, None if lexical is None else lexical.score(ev.hist, split.n_items))
     grade = _grader(hc, dense[ev.rows], parts, ev.targets, ev.exclude, stats)
     few, warm, warm_users = {}, {}, {}
     for c, p in _trust_settings(hc):

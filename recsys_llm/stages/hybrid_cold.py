@@ -33,12 +33,13 @@ import scipy.sparse as sp
 
 from recsys_llm.config import HybridConfig
 from recsys_llm.data.splits import Split, histories, targets
-from recsys_llm.hybrid import CollaborativeScorer, bridge_scores, text_neighbours
+from recsys_llm.hybrid import CollaborativeScorer, text_neighbours
 from recsys_llm.hybrid.evidence import (
     from_position,
     hide_beyond,
     pseudo_cold_exclusions,
     refit,
+    within_one_se,
     without_items,
 )
 from recsys_llm.protocol import sample_users, validation_users
@@ -46,7 +47,7 @@ from recsys_llm.run import ArtifactError, Context
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evidence", "Validation", "cold_choice", "cold_parts", "cold_refit", "few_shot_evidence", "one_se_simplest",
+__all__ = ["Evidence", "Validation", "cold_choice", "cold_refit", "few_shot_evidence", "one_se_simplest",
            "pseudo_cold_users",
            "validation"]
 
@@ -214,21 +215,6 @@ def one_se_simplest(keys: list[tuple[float, float]], per_user: list[np.ndarray],
     difference) of the best mean; simplest = fewest nonzero weights, then the smallest total, then the
     smaller lexical weight."""
     best = max(range(len(keys)), key=lambda i: (means[keys[i]], -(keys[i][0] + keys[i][1]), -keys[i][1]))
-    n = len(per_user[best])
-
-    def close(i: int) -> bool:
-        if i == best or n < 2:
-            return i == best
-        diff = per_user[best] - per_user[i]
-        return float(diff.mean()) <= float(diff.std(ddof=1)) / np.sqrt(n)
-
-    return min((keys[i] for i in range(len(keys)) if close(i)),
+    return min((keys[i] for i in range(len(keys)) if i == best or within_one_se(per_user[best], per_user[i])),
                key=lambda k: ((k[0] > 0) + (k[1] > 0), k[0] + k[1], k[1]))
 
-
-def cold_parts(cf: CollaborativeScorer, neighbours: sp.csr_matrix | None, hist: list[np.ndarray],
-               halflife: float, lex: np.ndarray | None) -> dict:
-    """The all-items-cold validation's scores from its (refitted) collaborative part."""
-    collab = cf.score(hist, halflife=halflife)
-    return {"collab": collab, "bridged": None if neighbours is None else bridge_scores(neighbours, collab),
-            "lexical": lex}
