@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -41,6 +42,45 @@ def validation_users(split: Split, train_hist: list[np.ndarray], n: int, seed: i
     tg = targets(split.valid, split.n_users)
     users = np.array([u for u, t in enumerate(tg) if len(t) and len(train_hist[u])], dtype=np.int64)
     return sample_users(users, n, seed), tg
+
+
+PSEUDO_COLD_SHARE = 0.1
+"""The hybrid's pseudo-cold items are at least this share of the warm items (more when the split has more cold
+items)."""
+
+
+def pseudo_cold_items(split: Split, seed: int) -> np.ndarray:
+    """The validation's cold items: a seeded uniform sample of the items with training interactions, as many as
+    the split's cold items and at least :data:`PSEUDO_COLD_SHARE` of them (at most half; none with fewer than two warm items), drawn the
+    way :func:`recsys_llm.data.splits.choose_cold_items` draws the test's cold items, so their popularity is the
+    catalogue's. The hybrid's all-items-cold and few-shot validations rank over them
+    (:mod:`recsys_llm.stages.hybrid_cold`); with ``hybrid.blind_cold_validation`` every learned text part is
+    fitted without their interactions (:func:`blind_histories`). Sorted int64 ids; empty without warm items."""
+    warm = np.unique(split.train["item"].to_numpy(dtype=np.int64))
+    if len(warm) < 2:
+        return np.zeros(0, dtype=np.int64)
+    n = min(max(len(split.cold_items), int(round(PSEUDO_COLD_SHARE * len(warm))), 1), len(warm) // 2)
+    return np.sort(np.random.default_rng(seed).choice(warm, n, replace=False)).astype(np.int64)
+
+
+def blind_histories(cfg: PipelineConfig, split: Split, train_hist: list[np.ndarray]
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
+    """The training histories the learned text parts (fine-tuning, the pooling and sequence user models) fit on,
+    and the items hidden from them: without the pseudo-cold items (:func:`pseudo_cold_items`, seeded by
+    ``hybrid.seed``) when the hybrid is on and ``hybrid.blind_cold_validation`` is set, so its cold validations
+    are as blind as the cold-item test; otherwise ``train_hist`` and no item."""
+    hc = cfg.hybrid
+    if not (hc.enabled and hc.blind_cold_validation):
+        return train_hist, np.zeros(0, dtype=np.int64)
+    hidden = pseudo_cold_items(split, hc.seed)
+    return [h[~np.isin(h, hidden)] for h in train_hist], hidden
+
+
+def hidden_record(hidden: np.ndarray) -> dict:
+    """What a learned part records of the items hidden from it: their count and the sha256 of their sorted ids
+    (compared by :func:`recsys_llm.stages.hybrid.fit_hybrid` with its own pseudo-cold items)."""
+    ids = np.sort(np.asarray(hidden, dtype=np.int64))
+    return {"hidden_items": int(len(ids)), "sha256": hashlib.sha256(ids.tobytes()).hexdigest()}
 
 
 def slice_users(cfg: PipelineConfig, split: Split) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:

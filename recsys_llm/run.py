@@ -4,7 +4,7 @@ Every stage reads its inputs from and writes its artifact to one folder (``--run
 
     config.json              the resolved PipelineConfig (prepare)
     data/ splits/ text/      catalog + interactions, train/valid/test/cold, rendered texts (prepare)
-    encoder/                 LoRA adapter + encoder.json (finetune)
+    encoder/                 LoRA adapter + encoder.json + blind.json (finetune)
     embeddings[_zeroshot]/   item_emb.npy, item_ids.npy, user_emb.npy, user_ids.npy, embeddings.json (embed)
     index/                   index.faiss (or .npy / Milvus) + index.json (index build)
     candidates/ ranked/      per-slice top-K lists (retrieve, rerank apply)
@@ -77,6 +77,7 @@ class RunDir:
     splits = property(lambda self: self.root / "splits")
     text = property(lambda self: self.root / "text")
     encoder = property(lambda self: self.root / "encoder")
+    encoder_blind = property(lambda self: self.root / "encoder" / "blind.json")  # items fine-tuning never saw
     reranker = property(lambda self: self.root / "reranker")
     export = property(lambda self: self.root / "export")  # ONNX graphs of the encoder and cross-encoder
     index = property(lambda self: self.root / "index")

@@ -126,8 +126,9 @@ def test_new_user_with_items_from_an_ID_model_point_of_view_gets_collaborative_n
     from recsys_llm.hybrid import HybridModel
 
     model = HybridModel.load(run / "hybrid")
-    model.weight = 1.0
+    model.weight, model.confidence = 1.0, 0.0  # collaborative only, whatever the item's interactions
     model.save(run / "hybrid")
+    assert main(["select", "--run-dir", str(run)]) == 0  # the served choice is made again on the edited hybrid
     recs = recommend_new_user(run, items=["100", "102", "104"], k=5)
     assert all(int(i) % 2 == 0 for i in recs["item_id"])
 

@@ -225,6 +225,12 @@ class HybridConfig(Section):
         "first r training interactions (r drawn from this list), the collaborative part is refitted, and users are "
         "ranked among the pseudo-cold items for their interactions from position max(r) on; the confidence is "
         "chosen by warm + few-shot validation together (recsys_llm.stages.hybrid_cold). [] = warm validation only."))
+    blind_cold_validation: bool = field(default=True, metadata=meta(
+        "Hide the pseudo-cold items' interactions (recsys_llm.protocol.pseudo_cold_items) from fine-tuning and "
+        "from the pooling and sequence user models, so the all-items-cold and few-shot validations are as blind "
+        "as the cold-item test (false: those parts learn from every training interaction and the cold "
+        "validations overrate them). Set it before `finetune`: the hybrid checks the encoder was fitted the same "
+        "way."))
     bridge_neighbours: int = field(default=50, metadata=meta("Text neighbours per item in the bridge."))
     bridge_temperature: float = field(default=0.05, metadata=meta(
         "Softmax temperature over the neighbours' cosine similarities."))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from recsys_llm.data.splits import histories
 from recsys_llm.encoder.model import TwoTowerEncoder
-from recsys_llm.protocol import validation_users
+from recsys_llm.io_utils import atomic_write_json
+from recsys_llm.protocol import blind_histories, hidden_record, validation_users
 from recsys_llm.run import Context, timed
 from recsys_llm.text.templates import history_text
 from recsys_llm.train.pairs import build_pairs
@@ -28,7 +29,10 @@ def finetune(run_dir: str | Path, resume: bool = False) -> None:
     ctx = Context.load(run_dir)
     cfg = ctx.cfg
     train_hist = histories(ctx.split.train, ctx.split.n_users)
-    pairs = build_pairs(train_hist, ctx.titles, cfg.text.user_max_items, cfg.train.min_history,
+    blind_hist, hidden = blind_histories(cfg, ctx.split, train_hist)
+    if len(hidden):
+        logger.info("%d pseudo-cold items (the hybrid's cold validation) hidden from fine-tuning", len(hidden))
+    pairs = build_pairs(blind_hist, ctx.titles, cfg.text.user_max_items, cfg.train.min_history,
                         cfg.train.pairs_per_user)
     logger.info("%d training pairs from %d users", len(pairs.pos_items), len(set(pairs.users.tolist())))
     valid = None
@@ -41,3 +45,4 @@ def finetune(run_dir: str | Path, resume: bool = False) -> None:
     train_two_tower(encoder, pairs, ctx.item_texts(), cfg.text, cfg.train, out_dir=ctx.run.encoder,
                     resume=resume, valid=valid)
     encoder.save(ctx.run.encoder)
+    atomic_write_json(ctx.run.encoder_blind, hidden_record(hidden))

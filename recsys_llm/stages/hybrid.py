@@ -3,7 +3,8 @@
 Validation: each user's validation item, ranked over the catalog from their training history (training items
 filtered). Steps: (1) the pooling user model (:mod:`recsys_llm.encoder.user_pooling`) and, with
 ``hybrid.sequence_steps > 0``, the sequence user model (:mod:`recsys_llm.encoder.user_sequence`) train on
-training-history prefixes over the frozen fine-tuned item embeddings; (2) validation users are represented
+training-history prefixes over the frozen fine-tuned item embeddings (with ``hybrid.blind_cold_validation``,
+without the pseudo-cold items of the cold validations, as the encoder was fine-tuned); (2) validation users are represented
 every way: as text (history rendered and encoded), pooled, and sequence-encoded; (3) the collaborative model (``hybrid.cf_model``)
 is fitted on the training interactions with the setting its baseline row is tuned to (the same search, budget
 and validation users: :func:`recsys_llm.classic.from_config.fit_baseline`, recency-weighted EASE for ``ease``),
@@ -55,6 +56,7 @@ from recsys_llm.hybrid import (
 from recsys_llm.hybrid.evidence import choose_confidence
 from recsys_llm.hybrid.lexical import LexicalScorer
 from recsys_llm.io_utils import atomic_save_npy, load_json
+from recsys_llm.protocol import blind_histories, hidden_record
 from recsys_llm.run import Context, timed
 from recsys_llm.stages.hybrid_cold import (
     Evidence,
@@ -230,9 +232,10 @@ def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, grids: d
 
 def _history_models(ctx: Context, hc: HybridConfig, item_emb: np.ndarray, train_hist: list[np.ndarray],
                     warm_items: np.ndarray, val: Validation, meta: dict, users_by: dict[str, tuple]) -> dict:
-    """Fit the pooling and (``hybrid.sequence_steps > 0``) sequence user models on the training histories, save
-    each with every known user's vector, add their validation users' vectors to ``users_by`` (:func:`_both`);
-    their fit records (``{"pooling": ..., "sequence": ... or None}``)."""
+    """Fit the pooling and (``hybrid.sequence_steps > 0``) sequence user models on the training histories
+    (blind ones: :func:`recsys_llm.protocol.blind_histories`, ``warm_items`` without what they hide), save each
+    with every known user's vector, add their validation users' vectors to ``users_by`` (:func:`_both`); their
+    fit records (``{"pooling": ..., "sequence": ... or None}``)."""
     keep = {"encoder": meta["encoder"], "data_fingerprint": meta["data_fingerprint"]}
     known, valid = ctx.known_histories(), (val.hist, val.targets)
     pool, pool_info = fit_pooling(item_emb, train_hist, steps=hc.pooling_steps, batch_size=hc.pooling_batch_size,
@@ -261,6 +264,25 @@ def _both(encode, val: Validation) -> tuple[np.ndarray, np.ndarray | None]:
     return encode(val.hist), None if val.cold_hist is None else encode(val.cold_hist)
 
 
+def _blindness(ctx: Context, meta: dict, hidden: np.ndarray) -> dict:
+    """Whether the item embeddings and the history user models never saw the pseudo-cold items' interactions
+    (``hybrid.blind_cold_validation``; the embeddings: ``encoder/blind.json`` written by ``finetune`` names the
+    same items, or they are the untuned backbone's); a warning when the embeddings did see them."""
+    want = hidden_record(hidden)
+    if meta.get("zero_shot"):
+        encoder_blind = True
+    else:
+        path = ctx.run.encoder_blind
+        encoder_blind = bool(len(hidden)) and path.exists() and load_json(path) == want
+    if ctx.cfg.hybrid.blind_cold_validation and not encoder_blind:
+        logger.warning("the fine-tuned encoder saw the interactions of the hybrid's pseudo-cold items (no %s with "
+                       "the same %d items: fine-tuned with hybrid.blind_cold_validation=false, another hybrid.seed "
+                       "or an older version), so the all-items-cold and few-shot validations overrate the text "
+                       "part; rerun `recsys-llm finetune` and `embed` for blind cold validations",
+                       ctx.run.encoder_blind, len(hidden))
+    return {"blind_items": int(len(hidden)), "encoder_blind": encoder_blind, "user_models_blind": bool(len(hidden))}
+
+
 @timed("hybrid")
 def fit_hybrid(run_dir: str | Path) -> dict:
     """Fit the history user models and the collaborative fusion; choose all on validation users (module doc).
@@ -272,13 +294,15 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     cfg, hc, split = ctx.cfg, ctx.cfg.hybrid, ctx.split
     item_emb, _, meta = load_embeddings(ctx.run)
     train_hist = histories(split.train, split.n_users)
-    warm_items = np.unique(split.train["item"].to_numpy(dtype=np.int64))
-    val = validation(ctx, hc, train_hist, warm_items)
+    val = validation(ctx, hc, train_hist)
+    blind_hist, hidden = blind_histories(cfg, split, train_hist)
+    blind = _blindness(ctx, meta, hidden)
     encoder = load_encoder(ctx.run, cfg.train.device)
     users_by = {"text": _both(lambda hs: encoder.encode_users([history_text(h, ctx.titles, cfg.text.user_max_items)
                                                                for h in hs], cfg.text.user_max_tokens,
                                                               show_progress=False), val)}
-    fits = _history_models(ctx, hc, item_emb, train_hist, warm_items, val, meta, users_by)
+    fits = _history_models(ctx, hc, item_emb, blind_hist, np.setdiff1d(split.train["item"].to_numpy(np.int64),
+                                                                         hidden), val, meta, users_by)
     cf, cf_tuned, cf_fitted = _collaborative(cfg, split)
     ev = few_shot_evidence(hc, split, val, train_hist, cf, cf_fitted)
     val, cold_record = cold_refit(hc, split, val, cf, cf_fitted, item_emb)
@@ -301,7 +325,7 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     info = _record(grids, cold_grids, best, len(val.users), "config" if hc.user_model != "auto" else "validation",
                    fits, meta)
     info["collaborative"] = cf_tuned
-    info["cold_validation"] = cold_record
+    info["cold_validation"] = {**cold_record, **blind}
     info["search"] = stats
     model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
                         neighbours if b["bridge"] > 0 else None, b["bridge"],
