@@ -50,10 +50,9 @@ def test_blind_histories_drop_exactly_the_pseudo_cold_items_and_only_when_asked(
     for h, b in zip(hist, blind, strict=True):
         assert np.array_equal(b, h[~np.isin(h, hidden)])  # the order of what is left is kept
     assert sum(map(len, hist)) - sum(map(len, blind)) == int(np.isin(split.train["item"], hidden).sum())
-    for off in ("hybrid.blind_cold_validation=false", "hybrid.enabled=false"):
-        section, value = off.split("=")
+    for switch in ("blind_cold_validation", "enabled"):
         cfg_off = PipelineConfig()
-        setattr(cfg_off.hybrid, section.split(".")[1], value == "true")
+        setattr(cfg_off.hybrid, switch, False)
         same, none = blind_histories(cfg_off, split, hist)
         assert same is hist and len(none) == 0
 

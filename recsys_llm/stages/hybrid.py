@@ -135,7 +135,7 @@ def search_settings(hc: HybridConfig, split: Split, name: str, dense: np.ndarray
         v = float(np.nanmean(ndcg_at(dense, val.targets, val.hist)))
         return ({"0.0": {"0.0": {0.0: v}}}, {},
                 {"ndcg@10": v, "halflife": 0.0, "weight": 0.0, "confidence": 0.0, "bridge": 0.0,
-                 "lexical_weight": 0.0})
+                 "lexical_weight": 0.0, "trust_power": 1.0})
     lex = None if lexical is None else lexical.score(val.hist, split.n_items)
     lex_cold = lex if val.cold_hist is None or lexical is None else lexical.score(val.cold_hist, split.n_items)
     grids: dict = {}
@@ -329,9 +329,9 @@ def fit_hybrid(run_dir: str | Path) -> dict:
     info["search"] = stats
     model = HybridModel(cf, b["weight"], b["confidence"], hc.fusion, user_model, b["halflife"], info,
                         neighbours if b["bridge"] > 0 else None, b["bridge"],
-                        lexical if b["lexical_weight"] > 0 else None, b["lexical_weight"], b.get("trust_power", 1.0))
+                        lexical if b["lexical_weight"] > 0 else None, b["lexical_weight"], b["trust_power"])
     model.save(ctx.run.hybrid)
     logger.info("hybrid: %s users, %s weight %.2f, half-life %g, confidence %g (power %g), bridge %.2f, lexical "
                 "%.2f (validation NDCG@10 %.4f)", user_model, hc.cf_model, b["weight"], b["halflife"], b["confidence"],
-                b.get("trust_power", 1.0), b["bridge"], b["lexical_weight"], b["ndcg@10"])
+                b["trust_power"], b["bridge"], b["lexical_weight"], b["ndcg@10"])
     return load_json(ctx.run.hybrid / "hybrid.json")
