@@ -57,9 +57,16 @@ def index_stats_rows(info: dict) -> list[tuple[str, Any]]:
             ("cold-start items", meta.get("coldstart_items", 0))]
 
 
+def _few_curve(few: list | None) -> str:
+    """The few-shot trust curve of ``hybrid.json``, as printed: empty when there is none (one curve)."""
+    return "" if not few else f"; items with <= {few[2]:g} interactions: confidence {few[0]:g}, power {few[1]:g}"
+
+
 def print_hybrid(r: dict, run_dir: str) -> None:
     print(f"hybrid: {r['user_model']} users + {r['cf_model']} (weight {r['weight']:.2f}, recency half-life "
-          f"{r['halflife']:g}, confidence {r['confidence']:g} (trust power {r.get('trust_power', 1.0):g}), text-neighbour bridge {r['bridge']:.2f}, BM25 {r.get('lexical_weight', 0.0):.2f}, "
+          f"{r['halflife']:g}, confidence {r['confidence']:g} (trust power {r.get('trust_power', 1.0):g}"
+          f"{_few_curve(r.get('few_trust'))}), text-neighbour bridge {r['bridge']:.2f}, "
+          f"BM25 {r.get('lexical_weight', 0.0):.2f}, "
           f"{r['fusion']}), "
           f"chosen on {r['valid_users']} validation users -> {Path(run_dir) / 'hybrid'}")
     for name, b in r["best"].items():

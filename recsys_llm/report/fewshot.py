@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
@@ -172,9 +173,7 @@ def _item_side(ctx: Context, models: tuple, counts: list[int], k: int) -> dict |
         hc = cfg.hybrid
         neighbours = (text_neighbours(items, cf.counts, hc.bridge_neighbours, hc.bridge_temperature)
                       if hybrid.bridge > 0 else None)  # revealed items become donors of the bridge
-        model_n = HybridModel(cf, hybrid.weight, hybrid.confidence, hybrid.fusion, hybrid.user_model, hybrid.halflife,
-                              neighbours=neighbours, bridge=hybrid.bridge, lexical=hybrid.lexical,
-                              lexical_weight=hybrid.lexical_weight, trust_power=hybrid.trust_power)
+        model_n = dataclasses.replace(hybrid, cf=cf, neighbours=neighbours)  # every chosen setting, this data
         bm25 = make_baseline("bm25").fit(train_n, split.n_users, split.n_items, texts)
         fns = _scorers(hist, text_users[users], hist_u, cf, model_n, bm25,
                        np.bincount(train_n["item"], minlength=split.n_items), items)
