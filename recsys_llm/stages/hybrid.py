@@ -16,8 +16,10 @@ the whole catalogue),
 and the cold-item parts (text-neighbour bridge, BM25) on an all-items-cold validation that mirrors the cold-item
 test slice (:mod:`recsys_llm.stages.hybrid_cold`: a random sample of warm items made pseudo-cold, the users who
 had them ranked over them from the rest of their history, the collaborative part refitted without them); the
-trust confidence by a few-shot validation (the pseudo-cold items cut to their first few interactions:
-:func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`) among those warm validation cannot tell apart; ``hybrid.user_model=auto`` keeps
+trust curve of items with at most ``max(hybrid.fewshot_reveal)`` interactions by a few-shot validation (the
+pseudo-cold items cut to their first few interactions: :func:`~recsys_llm.stages.hybrid_cold.few_shot_evidence`)
+among those warm validation cannot tell apart (every other item keeps the curve warm validation chose; the
+half-life keeps the baseline's tuned value unless another is better by more than one standard error); ``hybrid.user_model=auto`` keeps
 the representation that is best over warm and cold validation together (:func:`better_user_model`).
 Writes ``<run>/hybrid/``: ``hybrid.json`` with every grid, ``collaborative.safetensors``, ``user_pooling.*``,
 ``user_pooled.npy`` (every known user's pooled vector, what serving and the report read), and
