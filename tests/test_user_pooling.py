@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
+import user_model_checks as checks
 
 from recsys_llm.encoder.user_pooling import (
     PoolingUserModel,
@@ -16,30 +15,10 @@ from recsys_llm.encoder.user_pooling import (
 )
 
 
-def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    emb = rng.normal(size=(n, dim)).astype(np.float32)
-    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
-
-
-def _chains(n_items: int, n_users: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Histories s, s+1, ..., s+n-1 (mod n_items) of length 3-10; the target is the next item s+n."""
-    rng = np.random.default_rng(seed)
-    hists, targets = [], []
-    for _ in range(n_users):
-        start, n = int(rng.integers(n_items)), int(rng.integers(3, 11))
-        seq = (start + np.arange(n + 1)) % n_items
-        hists.append(seq[:-1].astype(np.int64))
-        targets.append(seq[-1:].astype(np.int64))
-    return hists, targets
-
-
 @pytest.fixture(scope="module")
 def planted() -> dict:
     """200 random unit items in 32 dims; item i is always followed by item i + 1."""
-    item_emb = _unit(np.random.default_rng(0), 200, 32)
-    train, _ = _chains(200, 400, seed=1)
-    valid = _chains(200, 200, seed=2)
-    return {"item_emb": item_emb, "train": train, "valid": valid}
+    return checks.planted_chains(np.random.default_rng(0))
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +60,9 @@ def test_pack_histories_rejects_bad_max_items():
 
 # ------------------------------------------------------------------------------------------ the model
 def test_zero_init_is_the_normalised_mean_and_empty_history_is_a_zero_row():
-    rng = np.random.default_rng(0)
-    item_emb = _unit(rng, 30, 8)
-    histories = [rng.integers(0, 30, size=n) for n in (1, 4, 7, 12)] + [np.array([], np.int64)]
-    model = PoolingUserModel(dim=8, max_items=50)
-    users = encode_histories(model, item_emb, histories)
-    assert users.shape == (5, 8) and users.dtype == np.float32 and users.flags["C_CONTIGUOUS"]
-    for u, h in enumerate(histories[:-1]):
-        mean = item_emb[h].mean(axis=0)
-        np.testing.assert_allclose(users[u], mean / np.linalg.norm(mean), atol=1e-6)
-    np.testing.assert_array_equal(users[-1], 0.0)
-    assert np.isfinite(users).all()
+    item_emb, histories = checks.mean_start_case()
+    users = encode_histories(PoolingUserModel(dim=8, max_items=50), item_emb, histories)
+    checks.assert_user_rows(users, checks.normalised_means(item_emb, histories))
 
 
 def test_forward_and_pool_ids_agree_and_train_every_parameter():
@@ -120,7 +91,7 @@ def test_forward_rejects_more_positions_than_max_items():
 
 
 def test_encode_histories_rejects_out_of_range_ids():
-    item_emb = _unit(np.random.default_rng(0), 10, 4)
+    item_emb = checks.unit_items(np.random.default_rng(0), 10, 4)
     model = PoolingUserModel(dim=4)
     with pytest.raises(ValueError, match=r"histories\[1\] holds item id 10; ids must be in \[0, 10\)"):
         encode_histories(model, item_emb, [np.array([1, 2]), np.array([3, 10])])
@@ -135,7 +106,7 @@ def test_planted_next_item_structure_is_learned(trained):
     assert info["valid_recall@10_mean"] < 0.15
     assert info["valid_recall@10"] > info["valid_recall@10_mean"] + 0.5
     assert info["kept"] == "trained"
-    assert info["train_examples"] == sum(len(h) - 1 for h in _chains(200, 400, seed=1)[0])
+    assert info["train_examples"] == sum(len(h) - 1 for h in checks.chains(200, 400, seed=1)[0])
     assert info["steps"] == 300 and np.isfinite(info["final_loss"]) and info["seconds"] > 0
     recency = model.recency.detach().numpy()
     assert recency[0] == recency.max()  # the most recent item matters most
@@ -145,11 +116,7 @@ def test_trained_model_worse_than_mean_falls_back_to_mean(planted, caplog):
     # each validation target is the item nearest to the history's mean: mean pooling finds it first (recall
     # 1.0 by construction); the learned "next item" model looks elsewhere (measured: 0.135)
     item_emb, hists = planted["item_emb"], planted["valid"][0]
-    targets = []
-    for h in hists:
-        scores = item_emb @ item_emb[h].mean(axis=0)
-        scores[h] = -np.inf
-        targets.append(np.array([np.argmax(scores)]))
+    targets = checks.mean_nearest_targets(item_emb, hists)
     with caplog.at_level("WARNING", logger="recsys_llm.encoder.user_pooling"):
         model, info = fit_pooling(item_emb, planted["train"], steps=100, batch_size=128, lr=1e-2,
                                   max_items=10, seed=0, valid=(hists, targets), show_progress=False)
@@ -164,19 +131,14 @@ def test_zero_steps_returns_the_mean_model(planted):
     model, info = fit_pooling(planted["item_emb"], planted["train"][:20], steps=0, batch_size=8, lr=1e-2,
                               max_items=10, seed=0, show_progress=False)
     assert info["kept"] == "mean" and np.isnan(info["final_loss"]) and "valid_recall@10" not in info
-    hist = planted["train"][0]
-    mean = planted["item_emb"][hist].mean(axis=0)
-    np.testing.assert_allclose(encode_histories(model, planted["item_emb"], [hist])[0],
-                               mean / np.linalg.norm(mean), atol=1e-6)
+    hist = planted["train"][:1]
+    np.testing.assert_allclose(encode_histories(model, planted["item_emb"], hist),
+                               checks.normalised_means(planted["item_emb"], hist), atol=1e-6)
 
 
 def test_fit_is_deterministic_given_the_seed(planted):
-    kwargs = dict(steps=15, batch_size=32, lr=1e-2, max_items=10, seed=3, show_progress=False)
-    a, info_a = fit_pooling(planted["item_emb"], planted["train"], **kwargs)
-    b, info_b = fit_pooling(planted["item_emb"], planted["train"], **kwargs)
-    assert info_a["final_loss"] == info_b["final_loss"]
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(pa, pb), name
+    checks.assert_fit_deterministic(fit_pooling, planted["item_emb"], planted["train"], steps=15, batch_size=32,
+                                    lr=1e-2, max_items=10, seed=3, show_progress=False)
 
 
 def test_fit_rejects_histories_without_examples_and_bad_arguments(planted):
@@ -194,7 +156,7 @@ def test_fit_rejects_histories_without_examples_and_bad_arguments(planted):
 
 
 def test_allowed_items_must_cover_the_positives():
-    item_emb = _unit(np.random.default_rng(0), 20, 8)
+    item_emb = checks.unit_items(np.random.default_rng(0), 20, 8)
     histories = [np.array([1, 2, 3]), np.array([4, 15, 5])]
     with pytest.raises(ValueError, match=r"histories\[1\] has item 15 at position 1, a training positive "
                                          r"outside allowed_items"):
@@ -208,7 +170,7 @@ def test_allowed_items_must_cover_the_positives():
 def test_training_with_allowed_items_ranks_only_among_them():
     # chains over items 0..119 only; items 120..199 are never positives and are left out of the softmax
     rng = np.random.default_rng(0)
-    item_emb = _unit(rng, 200, 32)
+    item_emb = checks.unit_items(rng, 200, 32)
     hists, targets = [], []
     for _ in range(400):
         start, n = int(rng.integers(0, 110)), int(rng.integers(3, 11))
@@ -230,22 +192,14 @@ def test_training_with_allowed_items_ranks_only_among_them():
 # ------------------------------------------------------------------------------------------ persistence
 def test_save_load_round_trip(trained, planted, tmp_path):
     model, info = trained
-    model.save(tmp_path / "pool", metadata={"item_emb_fingerprint": "abc", "fit": info})
-    loaded = PoolingUserModel.load(tmp_path / "pool")
+    loaded = checks.assert_round_trip(model, info, encode_histories, planted["item_emb"], planted["valid"][0],
+                                      tmp_path / "pool", stem="user_pooling")
+    assert isinstance(loaded, PoolingUserModel)
     assert loaded.config() == model.config() == {"dim": 32, "max_items": 10}
-    assert loaded.metadata["item_emb_fingerprint"] == "abc" and not loaded.training
-    hists = planted["valid"][0] + [np.array([], np.int64)]
-    np.testing.assert_array_equal(encode_histories(loaded, planted["item_emb"], hists),
-                                  encode_histories(model, planted["item_emb"], hists))
-    assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == ["user_pooling.json",
-                                                                     "user_pooling.safetensors"]
 
 
 def _edit_json(folder, **changes) -> None:
-    path = folder / "user_pooling.json"
-    meta = json.loads(path.read_text())
-    meta.update(changes)
-    path.write_text(json.dumps(meta))
+    checks.edit_json(folder / "user_pooling.json", **changes)
 
 
 def test_load_rejects_tampered_or_mismatched_files(tmp_path):

@@ -3,12 +3,10 @@ structure, an item never seen in training, persistence and its refusals."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from test_user_pooling import _chains, _unit
+import user_model_checks as checks
 
 from recsys_llm.encoder.histories import pack_histories
 from recsys_llm.encoder.sequence_model import adapted_items
@@ -21,12 +19,10 @@ def planted() -> dict:
     """200 random unit items in 32 dims; item i is always followed by item i + 1 (as for the pooling model);
     item 200 is a near copy of item 100 that no history holds (an item added after training)."""
     rng = np.random.default_rng(0)
-    item_emb = _unit(rng, 200, 32)
-    copy = item_emb[100] + 0.05 * _unit(rng, 1, 32)[0]
-    item_emb = np.vstack([item_emb, copy / np.linalg.norm(copy)]).astype(np.float32)
-    train, _ = _chains(200, 400, seed=1)
-    valid = _chains(200, 200, seed=2)
-    return {"item_emb": item_emb, "train": train, "valid": valid}
+    planted = checks.planted_chains(rng)
+    copy = planted["item_emb"][100] + 0.05 * checks.unit_items(rng, 1, 32)[0]
+    planted["item_emb"] = np.vstack([planted["item_emb"], copy / np.linalg.norm(copy)]).astype(np.float32)
+    return planted
 
 
 FIT = dict(batch_size=128, lr=3e-3, max_items=10, negatives=64, seed=0, show_progress=False)
@@ -50,13 +46,9 @@ def _perturbed(**kwargs) -> SequenceUserModel:
 
 # ------------------------------------------------------------------------------------------ the model
 def test_start_is_the_normalised_history_mean_and_empty_history_is_a_zero_row():
-    rng = np.random.default_rng(0)
-    item_emb = _unit(rng, 30, 8)
-    histories = [rng.integers(0, 30, size=n) for n in (1, 4, 7, 12)] + [np.array([], np.int64)]
+    item_emb, histories = checks.mean_start_case()
     users = encode_sequences(SequenceUserModel(dim=8, max_items=50), item_emb, histories)
-    assert users.shape == (5, 8) and users.dtype == np.float32 and users.flags["C_CONTIGUOUS"]
-    np.testing.assert_allclose(users, encode_histories(PoolingUserModel(8, 50), item_emb, histories), atol=1e-6)
-    np.testing.assert_array_equal(users[-1], 0.0)
+    checks.assert_user_rows(users, encode_histories(PoolingUserModel(8, 50), item_emb, histories))
 
 
 def test_fast_read_out_is_the_transformer_layer_at_position_zero():
@@ -100,6 +92,7 @@ def test_two_layers_run_and_every_parameter_trains():
 
 
 def test_bad_arguments_are_refused():
+    items = checks.unit_items(np.random.default_rng(0), 10, 4)
     with pytest.raises(ValueError, match="dim=10 is not a multiple of heads=3"):
         SequenceUserModel(dim=10, heads=3)
     with pytest.raises(ValueError, match="dropout must be in"):
@@ -107,14 +100,11 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="max_items=2"):
         SequenceUserModel(dim=4, max_items=2)(torch.eye(4), torch.zeros(1, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"histories\[1\] holds item id 10; ids must be in \[0, 10\)"):
-        encode_sequences(SequenceUserModel(dim=4), _unit(np.random.default_rng(0), 10, 4),
-                         [np.array([1]), np.array([10])])
+        encode_sequences(SequenceUserModel(dim=4), items, [np.array([1]), np.array([10])])
     with pytest.raises(ValueError, match="negatives must be an integer >= 0"):
-        fit_sequence(_unit(np.random.default_rng(0), 10, 4), [np.array([1, 2])], steps=1, batch_size=2, lr=1e-3,
-                     max_items=3, negatives=-1, seed=0)
+        fit_sequence(items, [np.array([1, 2])], steps=1, batch_size=2, lr=1e-3, max_items=3, negatives=-1, seed=0)
     with pytest.raises(ValueError, match="no training examples"):
-        fit_sequence(_unit(np.random.default_rng(0), 10, 4), [np.array([1])], steps=1, batch_size=2, lr=1e-3,
-                     max_items=3, negatives=1, seed=0)
+        fit_sequence(items, [np.array([1])], steps=1, batch_size=2, lr=1e-3, max_items=3, negatives=1, seed=0)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -154,11 +144,7 @@ def test_an_item_never_seen_in_training_is_retrieved_from_its_text(trained, plan
 def test_trained_model_worse_than_the_mean_falls_back_to_it(planted, caplog):
     # each validation target is the item nearest to the history's mean: the mean finds it first
     item_emb, hists = planted["item_emb"], planted["valid"][0]
-    targets = []
-    for h in hists:
-        scores = item_emb @ item_emb[h].mean(axis=0)
-        scores[h] = -np.inf
-        targets.append(np.array([np.argmax(scores)]))
+    targets = checks.mean_nearest_targets(item_emb, hists)
     with caplog.at_level("WARNING", logger="recsys_llm.encoder.user_sequence"):
         model, info = fit_sequence(item_emb, planted["train"], steps=60, valid=(hists, targets), **FIT)
     assert info["valid_recall@10_mean"] == 1.0 and info["valid_recall@10"] < 0.5
@@ -169,11 +155,7 @@ def test_trained_model_worse_than_the_mean_falls_back_to_it(planted, caplog):
 
 def test_fit_is_deterministic_given_the_seed(planted):
     kwargs = {**FIT, "seed": 3}
-    a, info_a = fit_sequence(planted["item_emb"], planted["train"], steps=15, **kwargs)
-    b, info_b = fit_sequence(planted["item_emb"], planted["train"], steps=15, **kwargs)
-    assert info_a["final_loss"] == info_b["final_loss"]
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(pa, pb), name
+    a = checks.assert_fit_deterministic(fit_sequence, planted["item_emb"], planted["train"], steps=15, **kwargs)
     c, _ = fit_sequence(planted["item_emb"], planted["train"], steps=15, **{**kwargs, "seed": 4})
     assert not torch.equal(a.out.weight, c.out.weight)
 
@@ -181,32 +163,23 @@ def test_fit_is_deterministic_given_the_seed(planted):
 def test_zero_steps_is_the_mean(planted):
     model, info = fit_sequence(planted["item_emb"], planted["train"][:20], steps=0, **FIT)
     assert info["kept"] == "mean" and np.isnan(info["final_loss"])
-    hist = planted["train"][0]
-    mean = planted["item_emb"][hist].mean(axis=0)
-    np.testing.assert_allclose(encode_sequences(model, planted["item_emb"], [hist])[0], mean / np.linalg.norm(mean),
-                               atol=1e-6)
+    hist = planted["train"][:1]
+    np.testing.assert_allclose(encode_sequences(model, planted["item_emb"], hist),
+                               checks.normalised_means(planted["item_emb"], hist), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ persistence
 def test_save_load_round_trip(trained, planted, tmp_path):
     model, info = trained
-    model.save(tmp_path / "seq", metadata={"item_emb_fingerprint": "abc", "fit": info})
-    loaded = SequenceUserModel.load(tmp_path / "seq")
+    loaded = checks.assert_round_trip(model, info, encode_sequences, planted["item_emb"], planted["valid"][0],
+                                      tmp_path / "seq", stem="user_sequence")
+    assert isinstance(loaded, SequenceUserModel)
     assert loaded.config() == model.config() == {"dim": 32, "max_items": 10, "heads": 2, "layers": 1,
                                                  "ff_mult": 2, "dropout": 0.1}
-    assert loaded.metadata["item_emb_fingerprint"] == "abc" and not loaded.training
-    hists = planted["valid"][0] + [np.array([], np.int64)]
-    np.testing.assert_array_equal(encode_sequences(loaded, planted["item_emb"], hists),
-                                  encode_sequences(model, planted["item_emb"], hists))
-    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == ["user_sequence.json",
-                                                                    "user_sequence.safetensors"]
 
 
 def _edit_json(folder, **changes) -> None:
-    path = folder / "user_sequence.json"
-    meta = json.loads(path.read_text())
-    meta.update(changes)
-    path.write_text(json.dumps(meta))
+    checks.edit_json(folder / "user_sequence.json", **changes)
 
 
 def test_load_refuses_damaged_missing_or_mismatched_files(tmp_path):

@@ -7,6 +7,9 @@ Artifact (``save``/``load``): ``user_pooling.safetensors`` (weights) + ``user_po
 format version, sha256 of the weights file and the caller's ``metadata``, e.g. the item embeddings'
 fingerprint). No pickle anywhere.
 
+What every history user model shares lives here too: :class:`HistoryUserModel` (the training temperature, the
+argument checks and the artifact), :func:`encode_in_batches` and :func:`item_matrix`.
+
 Example:
     >>> model = PoolingUserModel(dim=3, max_items=4)                  # the start: the mean of the history
     >>> item_emb = np.eye(3, dtype=np.float32)
@@ -21,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -33,7 +36,7 @@ from recsys_llm.device import resolve_device
 from recsys_llm.encoder.histories import flatten_histories, pack_rows
 from recsys_llm.encoder.weights_file import load_weights, save_weights
 
-__all__ = ["FORMAT_VERSION", "PoolingUserModel", "encode_histories", "encode_ids", "item_matrix"]
+__all__ = ["FORMAT_VERSION", "HistoryUserModel", "PoolingUserModel", "encode_histories", "encode_ids", "item_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +46,99 @@ INIT_TEMPERATURE = 0.05
 MAX_LOGIT_SCALE = 100.0  # 1 / temperature is clamped to [1, 100] (CLIP's bound)
 _MAKE_IT = "make it with `recsys-llm hybrid --run-dir RUN`"
 
+H = TypeVar("H", bound="HistoryUserModel")
 
-class PoolingUserModel(nn.Module):
+
+class HistoryUserModel(nn.Module):
+    """What the history user models (:class:`PoolingUserModel`,
+    :class:`~recsys_llm.encoder.sequence_model.SequenceUserModel`) share: the learned temperature of the
+    training softmax, the checks of their arguments, and the artifact ``<STEM>.safetensors`` + ``<STEM>.json``
+    (:mod:`recsys_llm.encoder.weights_file`), which the class attributes below describe.
+
+    A subclass calls :meth:`_init_scale` last in its ``__init__`` (``logit_scale`` is registered after its
+    weights) and defines :meth:`config`.
+    """
+
+    STEM: ClassVar[str]
+    """The artifact's file stem."""
+    FORMAT_VERSION: ClassVar[int]
+    """Written to the json; :meth:`load` reads only this version."""
+    CONFIG_KEYS: ClassVar[tuple[str, ...]]
+    """The constructor arguments the json records (the keys of :meth:`config`)."""
+    WHAT: ClassVar[str]
+    """The model's name in the artifact's error messages."""
+    MAKE_IT: ClassVar[str]
+    """What a missing or stale artifact's error message says to run."""
+    dim: int
+    max_items: int
+    metadata: dict[str, Any]
+    """The ``metadata`` saved with the model (filled by :meth:`load`)."""
+
+    def _init_scale(self) -> None:
+        """Register ``logit_scale`` at ``log(1 / INIT_TEMPERATURE)`` and start an empty ``metadata``."""
+        # log(1 / temperature) of the training softmax; not used by forward
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / INIT_TEMPERATURE)))
+        self.metadata = {}
+
+    @staticmethod
+    def _check_counts(**counts: Any) -> None:
+        """ValueError naming the first of ``counts`` that is not an integer ``>= 1``."""
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+    def _check_packed(self, item_emb: torch.Tensor, ids: torch.Tensor) -> None:
+        """ValueError unless ``ids`` is ``(batch, L <= max_items)`` and ``item_emb`` is ``(n_items, dim)``."""
+        if ids.ndim != 2 or ids.shape[1] > self.max_items:
+            raise ValueError(f"ids must be (batch, L) with L <= max_items={self.max_items}; got shape "
+                             f"{tuple(ids.shape)}; pack with pack_histories(histories, model.max_items)")
+        if item_emb.ndim != 2 or item_emb.shape[1] != self.dim:
+            raise ValueError(f"item_emb must be (n_items, {self.dim}); got shape {tuple(item_emb.shape)}")
+
+    def scale(self) -> torch.Tensor:
+        """``1 / temperature`` of the training softmax, ``exp(logit_scale)`` clamped to ``[1, 100]``."""
+        return self.logit_scale.exp().clamp(1.0, MAX_LOGIT_SCALE)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, keyed by :attr:`CONFIG_KEYS`."""
+        raise NotImplementedError
+
+    def save(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> None:
+        """Write ``<STEM>.safetensors`` then ``<STEM>.json`` into ``folder``, each atomically.
+
+        Args:
+            folder: created if missing; other files in it are left alone.
+            metadata: free JSON-serialisable dict stored as ``metadata`` (e.g. the item embeddings'
+                fingerprint and the fit info).
+        """
+        save_weights(self, self.config(), folder, self.STEM, format_version=self.FORMAT_VERSION, metadata=metadata)
+
+    @classmethod
+    def load(cls: type[H], folder: str | Path, device: str = "cpu") -> H:
+        """Rebuild a saved model (safetensors only, never pickle), in eval mode on ``device``.
+
+        The caller's ``metadata`` is available as ``model.metadata`` afterwards.
+
+        Raises:
+            FileNotFoundError: ``folder/<STEM>.json`` or ``folder/<STEM>.safetensors`` missing.
+            ValueError: JSON that does not parse, unknown format version, bad constructor arguments, weights
+                that do not match the json (sha256, names or shapes).
+        """
+        model, meta = load_weights(cls, cls.CONFIG_KEYS, folder, cls.STEM, format_version=cls.FORMAT_VERSION,
+                                   what=cls.WHAT, make_it=cls.MAKE_IT)
+        model.metadata = dict(meta.get("metadata") or {})
+        return model.to(resolve_device(device)).eval()
+
+
+class PoolingUserModel(HistoryUserModel):
     """Attention pooling of history item embeddings with learned recency and content weights.
 
     Args:
         dim: item embedding dimension.
         max_items: most recent history items read; position ``j`` (0 = most recent) has its own recency logit.
+
+    Artifact: ``user_pooling.safetensors`` + ``user_pooling.json`` (:meth:`~HistoryUserModel.save`,
+    :meth:`~HistoryUserModel.load`).
 
     Example:
         >>> m = PoolingUserModel(dim=4, max_items=3)
@@ -58,11 +147,15 @@ class PoolingUserModel(nn.Module):
         tensor([[0.7071, 0.7071, 0.0000, 0.0000]], grad_fn=<MulBackward0>)
     """
 
+    STEM = STEM
+    FORMAT_VERSION = FORMAT_VERSION
+    CONFIG_KEYS = ("dim", "max_items")
+    WHAT = "user pooling model"
+    MAKE_IT = _MAKE_IT
+
     def __init__(self, dim: int, max_items: int = 50) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("max_items", max_items)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        self._check_counts(dim=dim, max_items=max_items)
         self.dim = int(dim)
         self.max_items = int(max_items)
         self.recency = nn.Parameter(torch.zeros(self.max_items))  # (max_items,) logits, 0 = most recent
@@ -71,14 +164,7 @@ class PoolingUserModel(nn.Module):
         with torch.no_grad():
             self.proj.weight.copy_(torch.eye(self.dim))
             self.proj.bias.zero_()
-        # log(1 / temperature) of the training softmax; not used by forward
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / INIT_TEMPERATURE)))
-        self.metadata: dict[str, Any] = {}
-        """The ``metadata`` saved with the model (filled by :meth:`load`)."""
-
-    def scale(self) -> torch.Tensor:
-        """``1 / temperature`` of the training softmax, ``exp(logit_scale)`` clamped to ``[1, 100]``."""
-        return self.logit_scale.exp().clamp(1.0, MAX_LOGIT_SCALE)
+        self._init_scale()
 
     def forward(self, hist_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pool history embeddings into user embeddings.
@@ -118,11 +204,7 @@ class PoolingUserModel(nn.Module):
         Returns:
             ``(batch, dim)`` L2-normalised user embeddings; zero rows where ``ids`` has no item.
         """
-        if ids.ndim != 2 or ids.shape[1] > self.max_items:
-            raise ValueError(f"ids must be (batch, L) with L <= max_items={self.max_items}; got shape "
-                             f"{tuple(ids.shape)}; pack with pack_histories(histories, model.max_items)")
-        if item_emb.ndim != 2 or item_emb.shape[1] != self.dim:
-            raise ValueError(f"item_emb must be (n_items, {self.dim}); got shape {tuple(item_emb.shape)}")
+        self._check_packed(item_emb, ids)
         mask = ids >= 0  # (batch, L)
         safe = ids.clamp(min=0)
         weights = self._weights((item_emb @ self.query)[safe], mask)  # (batch, L)
@@ -141,32 +223,6 @@ class PoolingUserModel(nn.Module):
     def config(self) -> dict[str, int]:
         """The constructor arguments: ``{"dim": ..., "max_items": ...}``."""
         return {"dim": self.dim, "max_items": self.max_items}
-
-    def save(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> None:
-        """Write ``user_pooling.safetensors`` then ``user_pooling.json`` into ``folder``, each atomically.
-
-        Args:
-            folder: created if missing; other files in it are left alone.
-            metadata: free JSON-serialisable dict stored as ``metadata`` (e.g. the item embeddings'
-                fingerprint and the fit info).
-        """
-        save_weights(self, self.config(), folder, STEM, format_version=FORMAT_VERSION, metadata=metadata)
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> PoolingUserModel:
-        """Rebuild a saved model (safetensors only, never pickle), in eval mode on ``device``.
-
-        The caller's ``metadata`` is available as ``model.metadata`` afterwards.
-
-        Raises:
-            FileNotFoundError: ``folder/user_pooling.json`` or ``folder/user_pooling.safetensors`` missing.
-            ValueError: JSON that does not parse, unknown format version, bad dim/max_items, weights that do
-                not match the json (sha256, names or shapes).
-        """
-        model, meta = load_weights(cls, ("dim", "max_items"), folder, STEM, format_version=FORMAT_VERSION,
-                                   what="user pooling model", make_it=_MAKE_IT)
-        model.metadata = dict(meta.get("metadata") or {})
-        return model.to(resolve_device(device)).eval()
 
 
 @torch.inference_mode()

@@ -25,9 +25,10 @@ stored or recomputed. :func:`adapted_items` gives the adapted item matrix when i
 (``adapted_items(E) @ z == E @ fold(z)``). A non-linear item adaptor would need a second item matrix
 in the index and in every added item; the linear one keeps one.
 
-Artifact (``save``/``load``): ``user_sequence.safetensors`` + ``user_sequence.json`` (constructor arguments,
-format version, sha256 of the weights, the caller's metadata), through :mod:`recsys_llm.encoder.weights_file`.
-No pickle anywhere.
+Artifact (``save``/``load``, shared with the pooling model through
+:class:`~recsys_llm.encoder.pooling_model.HistoryUserModel`): ``user_sequence.safetensors`` +
+``user_sequence.json`` (constructor arguments, format version, sha256 of the weights, the caller's metadata),
+through :mod:`recsys_llm.encoder.weights_file`. No pickle anywhere.
 
 Example:
     >>> model = SequenceUserModel(dim=4, max_items=3, heads=2)           # the start: the mean of the history
@@ -42,7 +43,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,9 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_llm.device import resolve_device
-from recsys_llm.encoder.pooling_model import encode_in_batches, item_matrix
-from recsys_llm.encoder.weights_file import load_weights, save_weights
+from recsys_llm.encoder.pooling_model import HistoryUserModel, encode_in_batches, item_matrix
 
 __all__ = ["FORMAT_VERSION", "SequenceUserModel", "adapted_items", "encode_sequences"]
 
@@ -60,13 +58,11 @@ logger = logging.getLogger(__name__)
 
 STEM = "user_sequence"  # user_sequence.safetensors + user_sequence.json
 FORMAT_VERSION = 1
-INIT_TEMPERATURE = 0.05
-MAX_LOGIT_SCALE = 100.0  # 1 / temperature is clamped to [1, 100] (CLIP's bound)
 CONFIG_KEYS = ("dim", "max_items", "heads", "layers", "ff_mult", "dropout")
 _MAKE_IT = "make it with `recsys-llm hybrid --run-dir RUN` (hybrid.sequence_steps > 0)"
 
 
-class SequenceUserModel(nn.Module):
+class SequenceUserModel(HistoryUserModel):
     """History item embeddings -> folded user vector (see the module docstring).
 
     Args:
@@ -77,19 +73,25 @@ class SequenceUserModel(nn.Module):
         ff_mult: feed-forward width as a multiple of ``dim``.
         dropout: on attention weights and feed-forward outputs while training.
 
+    Artifact: ``user_sequence.safetensors`` + ``user_sequence.json`` (:meth:`~HistoryUserModel.save`,
+    :meth:`~HistoryUserModel.load`).
+
     Example:
         >>> m = SequenceUserModel(dim=4, max_items=3, heads=2).eval()
         >>> m(torch.eye(4), torch.tensor([[2, 0, -1]]))        # the mean of items 2 and 0, normalised
         tensor([[0.7071, 0.0000, 0.7071, 0.0000]], grad_fn=<MulBackward0>)
     """
 
+    STEM = STEM
+    FORMAT_VERSION = FORMAT_VERSION
+    CONFIG_KEYS = CONFIG_KEYS
+    WHAT = "sequence user model"
+    MAKE_IT = _MAKE_IT
+
     def __init__(self, dim: int, max_items: int = 50, heads: int = 2, layers: int = 1, ff_mult: int = 2,
                  dropout: float = 0.1) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("max_items", max_items), ("heads", heads), ("layers", layers),
-                            ("ff_mult", ff_mult)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        self._check_counts(dim=dim, max_items=max_items, heads=heads, layers=layers, ff_mult=ff_mult)
         if dim % heads:
             raise ValueError(f"dim={dim} is not a multiple of heads={heads}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
@@ -109,14 +111,7 @@ class SequenceUserModel(nn.Module):
         with torch.no_grad():
             for p in (self.adaptor.weight, self.out.weight, self.out.bias):
                 p.zero_()
-        # log(1 / temperature) of the training softmax; not used by forward
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / INIT_TEMPERATURE)))
-        self.metadata: dict[str, Any] = {}
-        """The ``metadata`` saved with the model (filled by :meth:`load`)."""
-
-    def scale(self) -> torch.Tensor:
-        """``1 / temperature`` of the training softmax, ``exp(logit_scale)`` clamped to ``[1, 100]``."""
-        return self.logit_scale.exp().clamp(1.0, MAX_LOGIT_SCALE)
+        self._init_scale()
 
     def adapt_items(self, item_emb: torch.Tensor) -> torch.Tensor:
         """The item tower: ``(n, dim)`` -> ``(n, dim)`` adapted item vectors ``e + A e``."""
@@ -133,11 +128,7 @@ class SequenceUserModel(nn.Module):
             ``(batch, dim)`` L2-normalised user vectors ``u`` with ``u . e_i`` proportional to the score of item
             ``i``; zero rows where ``ids`` has no item.
         """
-        if ids.ndim != 2 or ids.shape[1] > self.max_items:
-            raise ValueError(f"ids must be (batch, L) with L <= max_items={self.max_items}; got shape "
-                             f"{tuple(ids.shape)}; pack with pack_histories(histories, model.max_items)")
-        if item_emb.ndim != 2 or item_emb.shape[1] != self.dim:
-            raise ValueError(f"item_emb must be (n_items, {self.dim}); got shape {tuple(item_emb.shape)}")
+        self._check_packed(item_emb, ids)
         z, has = self.state(item_emb, ids)  # (batch, dim), (batch, 1)
         folded = z + z @ self.adaptor.weight  # (A^T z) as a row: z . a(e) == (z + A^T z) . e
         return F.normalize(folded, dim=-1) * has
@@ -204,26 +195,6 @@ class SequenceUserModel(nn.Module):
         """The constructor arguments."""
         return {"dim": self.dim, "max_items": self.max_items, "heads": self.heads, "layers": self.layers,
                 "ff_mult": self.ff_mult, "dropout": self.dropout}
-
-    def save(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> None:
-        """Write ``user_sequence.safetensors`` then ``user_sequence.json`` into ``folder``, each atomically
-        (other files in ``folder`` are left alone); ``metadata``: free JSON-serialisable dict."""
-        save_weights(self, self.config(), folder, STEM, format_version=FORMAT_VERSION, metadata=metadata)
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> SequenceUserModel:
-        """Rebuild a saved model (safetensors only, never pickle), in eval mode on ``device``; the caller's
-        ``metadata`` is ``model.metadata`` afterwards.
-
-        Raises:
-            FileNotFoundError: ``folder/user_sequence.json`` or ``folder/user_sequence.safetensors`` missing.
-            ValueError: JSON that does not parse, unknown format version, bad constructor arguments, weights
-                that do not match the json (sha256, names or shapes).
-        """
-        model, meta = load_weights(cls, CONFIG_KEYS, folder, STEM, format_version=FORMAT_VERSION,
-                                   what="sequence user model", make_it=_MAKE_IT)
-        model.metadata = dict(meta.get("metadata") or {})
-        return model.to(resolve_device(device)).eval()
 
 
 @torch.inference_mode()

@@ -18,7 +18,8 @@ thread; but 86 s with 2 threads and OpenMP's default active wait, which spins ag
 small ops.
 
 The model and its artifact live in :mod:`recsys_llm.encoder.pooling_model`, the history packing in
-:mod:`recsys_llm.encoder.histories`; this module trains it and re-exports both, so
+:mod:`recsys_llm.encoder.histories`; this module trains it (through the fit it shares with the sequence user
+model, :mod:`recsys_llm.encoder._history_fit`) and re-exports both, so
 ``from recsys_llm.encoder.user_pooling import PoolingUserModel, encode_histories, fit_pooling`` works.
 
 Example:
@@ -39,22 +40,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from recsys_llm.encoder._history_fit import ModelKind, Scored, fit_model
 from recsys_llm.encoder.histories import pack_histories
-from recsys_llm.encoder.next_item import (
-    NextItemExamples,
-    Valid,
-    finish_info,
-    fit_inputs,
-    fit_summary,
-    valid_recall,
-)
+from recsys_llm.encoder.next_item import NextItemExamples, Valid, fit_inputs
 from recsys_llm.encoder.pooling_model import (
     FORMAT_VERSION,
     PoolingUserModel,
@@ -66,6 +60,7 @@ __all__ = ["FORMAT_VERSION", "PoolingUserModel", "encode_histories", "fit_poolin
 
 logger = logging.getLogger(__name__)
 
+_KIND = ModelKind("user pooling", start="mean pooling", kept="mean pooling", encode=encode_histories, logger=logger)
 
 
 def fit_pooling(
@@ -120,23 +115,20 @@ def fit_pooling(
     t0 = time.perf_counter()
     fit = fit_inputs(item_emb, histories, steps=steps, batch_size=batch_size, max_items=max_items, lr=lr,
                      allowed_items=allowed_items, valid=valid, device=device)
-    dev, item_np, allowed, examples = fit.device, fit.item_np, fit.allowed, fit.examples
-    dim = item_np.shape[1]
+    dim, examples = fit.item_np.shape[1], fit.examples
+    item_t = torch.from_numpy(fit.item_np).to(fit.device)  # (n_items, dim)
+    allowed_t = item_t[torch.from_numpy(fit.allowed).to(fit.device)]  # (n_allowed, dim)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = PoolingUserModel(dim, max_items).to(dev)
-    item_t = torch.from_numpy(item_np).to(dev)  # (n_items, dim)
+    def step(model: PoolingUserModel, rng: np.random.Generator) -> Scored:
+        """Full softmax: the batch's users against every allowed item."""
+        ids, labels, cells = _draw(examples, rng, batch_size, model.max_items)
+        user = encode_ids(model, item_t, ids)  # (b, dim)
+        return model.scale() * (user @ allowed_t.T), labels, cells  # (b, n_allowed)
+
+    start = partial(PoolingUserModel, dim, max_items)  # mean pooling, the same whatever the seed
     info: dict[str, Any] = {"steps": int(steps), "train_examples": len(examples)}
-    if valid is not None:
-        info["valid_recall@10_mean"] = _valid_recall(model, item_np, allowed, valid)
-    losses = _train(model, examples, item_t, item_t[torch.from_numpy(allowed).to(dev)], steps=steps,
-                    batch_size=batch_size, lr=lr, seed=seed, show_progress=show_progress)
-    finish_info(info, losses, steps)
-    if valid is not None:
-        model = _keep_better(model, info, item_np, allowed, valid)
-    info["seconds"] = time.perf_counter() - t0
-    logger.info("user pooling: %s", fit_summary(info, len(examples), valid is not None))
+    model = fit_model(_KIND, fit, info, start, step, restart=start, steps=steps, lr=lr, seed=seed, valid=valid,
+                      fork_cuda=False, max_grad_norm=None, show_progress=show_progress, t0=t0)
     return model, info
 
 
@@ -150,50 +142,3 @@ def _draw(examples: NextItemExamples, rng: np.random.Generator, size: int, max_i
     cols = examples.col_of[items]
     keep = (cols >= 0) & (cols != labels[rows])
     return examples.packed(batch, max_items), labels, (rows[keep], cols[keep])
-
-
-def _train(model: PoolingUserModel, examples: NextItemExamples, item_t: torch.Tensor,
-           allowed_t: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
-           show_progress: bool) -> list[float]:
-    """``steps`` AdamW steps of full-softmax next-item cross-entropy over the allowed items; the losses."""
-    dev = item_t.device
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    losses: list[float] = []
-    model.train()
-    with tqdm(range(steps), desc="fit user pooling", unit="step", disable=not show_progress) as bar:
-        for step in bar:
-            ids, labels, (rows, cols) = _draw(examples, rng, batch_size, model.max_items)
-            user = encode_ids(model, item_t, ids)  # (b, dim)
-            logits = model.scale() * (user @ allowed_t.T)  # (b, n_allowed)
-            if rows.size:
-                logits = logits.index_put(
-                    (torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)),
-                    torch.tensor(float("-inf"), device=dev))
-            loss = F.cross_entropy(logits, torch.from_numpy(labels).to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            if step % 10 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    model.eval()
-    return losses
-
-
-def _keep_better(model: PoolingUserModel, info: dict[str, Any], item_np: np.ndarray, allowed: np.ndarray,
-                 valid: Valid) -> PoolingUserModel:
-    """The trained model, or the mean-pooling start when that validates better (``info`` records both)."""
-    start_recall = info["valid_recall@10_mean"]
-    trained = _valid_recall(model, item_np, allowed, valid) if info["steps"] else start_recall
-    info["valid_recall@10"] = trained
-    if info["steps"] and trained < start_recall:
-        logger.warning("user pooling: trained Recall@10 %.4f < mean pooling %.4f on %d validation users; "
-                       "keeping mean pooling", trained, start_recall, len(valid[0]))
-        model = PoolingUserModel(model.dim, model.max_items).to(model.recency.device).eval()
-        info["kept"] = "mean"
-    return model
-
-
-def _valid_recall(model: PoolingUserModel, item_np: np.ndarray, allowed: np.ndarray, valid: Valid) -> float:
-    return valid_recall(lambda h: encode_histories(model, item_np, h), item_np, allowed, *valid)

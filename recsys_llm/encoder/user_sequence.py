@@ -7,7 +7,9 @@ follow item popularity) plus ``negatives`` item ids drawn uniformly from the all
 sample); a candidate in the example's own prefix is masked, and the loss is the softmax cross-entropy of the
 positive. Item scores are ``user . a(item)`` through the shared item adaptor, computed as the folded user vector
 against the frozen item embeddings (the same number). The model starts as the mean of the history; with
-``valid`` the trained one is kept only when its Recall@10 beats that start (``info["kept"]``).
+``valid`` the trained one is kept only when its Recall@10 beats that start (``info["kept"]``). The loop around
+the step (seeding, AdamW, validation, the fallback) is the pooling model's too
+(:mod:`recsys_llm.encoder._history_fit`).
 
 Speed of :func:`fit_sequence` (measured on the demo data, ml-latest-small 5-core: 610 users x 3,668 items x 384
 dims, 84k training examples; 2 CPU cores that other jobs kept 1.5-2.5 busy, 2 torch threads,
@@ -36,21 +38,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from recsys_llm.encoder.next_item import (
-    NextItemExamples,
-    Valid,
-    finish_info,
-    fit_inputs,
-    fit_summary,
-    valid_recall,
-)
+from recsys_llm.encoder._history_fit import ModelKind, Scored, fit_model, torch_seeded
+from recsys_llm.encoder.next_item import NextItemExamples, Valid, fit_inputs
 from recsys_llm.encoder.sequence_model import FORMAT_VERSION, SequenceUserModel, encode_sequences
 
 __all__ = ["FORMAT_VERSION", "SequenceUserModel", "encode_sequences", "fit_sequence"]
@@ -58,6 +53,9 @@ __all__ = ["FORMAT_VERSION", "SequenceUserModel", "encode_sequences", "fit_seque
 logger = logging.getLogger(__name__)
 
 MAX_GRAD_NORM = 1.0
+
+_KIND = ModelKind("sequence user model", start="history mean", kept="the mean", encode=encode_sequences,
+                  logger=logger)
 
 
 def fit_sequence(
@@ -115,20 +113,25 @@ def fit_sequence(
                      allowed_items=allowed_items, valid=valid, device=device)
     dev, item_np, allowed, examples = fit.device, fit.item_np, fit.allowed, fit.examples
     arch = {"dim": item_np.shape[1], "max_items": max_items, "heads": heads, "layers": layers, "dropout": dropout}
+    item_t = torch.from_numpy(item_np).to(dev)  # (n_items, dim)
+
+    def step(model: SequenceUserModel, rng: np.random.Generator) -> Scored:
+        """Sampled softmax: the batch's users against its positives and ``negatives`` uniform allowed ids."""
+        batch = examples.sample(rng, batch_size)
+        ids = examples.packed(batch, model.max_items)  # (b, L)
+        cand, labels, cells = _candidates(examples, batch, allowed[rng.integers(0, len(allowed), negatives)])
+        user = model(item_t, torch.from_numpy(ids).to(dev))  # (b, dim), folded: u . e == z . a(e)
+        return model.scale() * (user @ item_t[torch.from_numpy(cand).to(dev)].T), labels, cells  # (b, c)
+
+    def restart() -> SequenceUserModel:
+        """The start again: the same seed, the same weights (the history mean)."""
+        with torch_seeded(seed):
+            return SequenceUserModel(**arch)
+
     info: dict[str, Any] = {"steps": int(steps), "train_examples": len(examples), "negatives": int(negatives)}
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
-        model = SequenceUserModel(**arch).to(dev)
-        if valid is not None:
-            info["valid_recall@10_mean"] = _valid_recall(model, item_np, allowed, valid)
-        item_t = torch.from_numpy(item_np).to(dev)  # (n_items, dim)
-        losses = _train(model, examples, item_t, allowed, steps=steps, batch_size=batch_size, lr=lr,
-                        negatives=negatives, seed=seed, show_progress=show_progress)
-    finish_info(info, losses, steps)
-    if valid is not None:
-        model = _keep_better(model, info, item_np, allowed, valid, arch, seed)
-    info["seconds"] = time.perf_counter() - t0
-    logger.info("sequence user model: %s", fit_summary(info, len(examples), valid is not None))
+    model = fit_model(_KIND, fit, info, partial(SequenceUserModel, **arch), step, restart=restart, steps=steps,
+                      lr=lr, seed=seed, valid=valid, fork_cuda=True, max_grad_norm=MAX_GRAD_NORM,
+                      show_progress=show_progress, t0=t0)
     return model, info
 
 
@@ -144,54 +147,3 @@ def _candidates(examples: NextItemExamples, batch: np.ndarray, negatives: np.nda
     cols = np.minimum(np.searchsorted(cand, items), len(cand) - 1)
     keep = (cand[cols] == items) & (cols != labels[rows])
     return cand, labels, (rows[keep], cols[keep])
-
-
-def _train(model: SequenceUserModel, examples: NextItemExamples, item_t: torch.Tensor, allowed: np.ndarray, *,
-           steps: int, batch_size: int, lr: float, negatives: int, seed: int, show_progress: bool) -> list[float]:
-    """``steps`` AdamW steps of sampled-softmax next-item cross-entropy (module docstring); the losses."""
-    dev = item_t.device
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    losses: list[float] = []
-    model.train()
-    with tqdm(range(steps), desc="fit sequence user model", unit="step", disable=not show_progress) as bar:
-        for step in bar:
-            batch = examples.sample(rng, batch_size)
-            ids = examples.packed(batch, model.max_items)  # (b, L)
-            cand, labels, (rows, cols) = _candidates(examples, batch, allowed[rng.integers(0, len(allowed),
-                                                                                           negatives)])
-            user = model(item_t, torch.from_numpy(ids).to(dev))  # (b, dim), folded: u . e == z . a(e)
-            logits = model.scale() * (user @ item_t[torch.from_numpy(cand).to(dev)].T)  # (b, c)
-            if rows.size:
-                logits = logits.index_put((torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)),
-                                          torch.tensor(float("-inf"), device=dev))
-            loss = F.cross_entropy(logits, torch.from_numpy(labels).to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-            opt.step()
-            losses.append(float(loss.detach()))
-            if step % 10 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    model.eval()
-    return losses
-
-
-def _keep_better(model: SequenceUserModel, info: dict[str, Any], item_np: np.ndarray, allowed: np.ndarray,
-                 valid: Valid, arch: dict[str, Any], seed: int) -> SequenceUserModel:
-    """The trained model, or the untrained start (the history mean) when that validates better."""
-    start_recall = info["valid_recall@10_mean"]
-    trained = _valid_recall(model, item_np, allowed, valid) if info["steps"] else start_recall
-    info["valid_recall@10"] = trained
-    if info["steps"] and trained < start_recall:
-        logger.warning("sequence user model: trained Recall@10 %.4f < history mean %.4f on %d validation users; "
-                       "keeping the mean", trained, start_recall, len(valid[0]))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = SequenceUserModel(**arch).to(model.position.device).eval()
-        info["kept"] = "mean"
-    return model
-
-
-def _valid_recall(model: SequenceUserModel, item_np: np.ndarray, allowed: np.ndarray, valid: Valid) -> float:
-    return valid_recall(lambda h: encode_sequences(model, item_np, h), item_np, allowed, *valid)
