@@ -24,7 +24,7 @@ def test_serving_and_protocol_examples(name):
 
 
 @pytest.mark.parametrize("name", [
-    "metrics", "metrics.beyond_accuracy", "ranking", "hybrid.model", "hybrid.lexical", "hybrid.sparse", "encoder.backbone",
+    "metrics", "metrics.beyond_accuracy", "ranking", "hybrid.model", "hybrid.evidence", "hybrid.lexical", "hybrid.sparse", "encoder.backbone",
     "encoder.histories", "encoder.next_item", "encoder.weights_file", "encoder.pooling_model", "encoder.user_pooling",
     "encoder.sequence_model", "encoder.user_sequence", "train.schedule", "train.resume",
     "train.records", "train.validation", "train.two_tower", "train.hard_negatives", "losses.info_nce",

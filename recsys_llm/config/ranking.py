@@ -225,6 +225,11 @@ class HybridConfig(Section):
         "first r training interactions (r drawn from this list), the collaborative part is refitted, and users are "
         "ranked among the pseudo-cold items for their interactions from position max(r) on; the confidence is "
         "chosen by warm + few-shot validation together (recsys_llm.stages.hybrid_cold). [] = warm validation only."))
+    fewshot_warm_tolerance: float = field(default=0.005, metadata=meta(
+        "The few-shot trust curve (items with at most max(fewshot_reveal) interactions) may cost warm validation "
+        "NDCG@10 up to one standard error of the paired difference, or up to this share of the warm best "
+        "(0.005 = 0.5%) when that is larger: with few warm users affected, the paired test calls a negligible "
+        "loss real. 0 = one standard error only."))
     blind_cold_validation: bool = field(default=True, metadata=meta(
         "Hide the pseudo-cold items' interactions (recsys_llm.protocol.pseudo_cold_items) from fine-tuning and "
         "from the pooling and sequence user models, so the all-items-cold and few-shot validations are as blind "
@@ -278,6 +283,8 @@ class HybridConfig(Section):
                "lexical_weights", self.lexical_weights, "need weights in [0, 1]")
         _check(all(r >= 1 for r in self.fewshot_reveal), "hybrid", "fewshot_reveal", self.fewshot_reveal,
                "need counts >= 1")
+        _check(0.0 <= self.fewshot_warm_tolerance < 1.0, "hybrid", "fewshot_warm_tolerance",
+               self.fewshot_warm_tolerance, "need a share in [0, 1)")
         _check(self.bridge_neighbours >= 1, "hybrid", "bridge_neighbours", self.bridge_neighbours, "must be >= 1")
         _check(self.bridge_temperature > 0, "hybrid", "bridge_temperature", self.bridge_temperature, "must be > 0")
         for name in ("valid_users", "pooling_steps", "search_candidates", "sequence_steps", "sequence_negatives"):

@@ -250,7 +250,7 @@ def _evidence_choice(hc: HybridConfig, split: Split, dense: np.ndarray, best: di
         warm_users[c, p] = np.asarray(warm_grade(item_trust(cf_counts, main[0], split.n_items, main[1],
                                                             (c, p, horizon)), setting, per_user=True)[0])
         few[c, p] = grade(item_trust(ev.cf.counts, main[0], split.n_items, main[1], (c, p, horizon)), setting)[0]
-    c, p = choose_confidence(warm_users, few)
+    c, p = choose_confidence(warm_users, few, hc.fewshot_warm_tolerance)
     return {**best, "ndcg@10": float(np.mean(warm_users[c, p])) if len(warm_users[c, p]) else best["ndcg@10"],
             "few_trust": None if (c, p) == main else [c, p, horizon], "fewshot_ndcg@10": few[c, p],
             "fewshot_by_confidence": {trust_key(*k): v for k, v in few.items()}}
