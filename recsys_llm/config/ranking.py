@@ -80,8 +80,10 @@ class RerankConfig(Section):
     quantize: str = field(default="none", metadata=meta(
         "Scoring copy used by `rerank apply` and `recommend` (LoRA always merged): none (float32, same scores, "
         "1.2x faster), bf16 (3.6-4.6x faster on CPUs with AMX, Spearman >= 0.998 vs float32), int8 (2x "
-        "faster on CPU but reorders: Spearman 0.83-0.91). Measured by eval/bench_rerank.py.",
-        choices=("none", "bf16", "int8")))
+        "faster on CPU but reorders: Spearman 0.83-0.91), auto (bf16 where the device computes it natively: "
+        "CUDA with bf16, CPUs with AVX512-BF16/AMX; else none, since emulated bf16 is far slower than float32). "
+        "Measured by eval/bench_rerank.py.",
+        choices=("none", "bf16", "int8", "auto")))
     loss: str = field(default="listwise", metadata=meta(
         "listwise (softmax over the positive and its negatives) or bce (pointwise binary cross-entropy).",
         choices=("listwise", "bce")))

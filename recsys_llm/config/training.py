@@ -196,7 +196,9 @@ class TrainConfig(Section):
     seed: int = field(default=0, metadata=meta("Seed for sampling, LoRA init and dropout."))
     device: str = field(default="auto", metadata=meta("auto, cpu, cuda or cuda:N."))
     mixed_precision: str = field(default="no", metadata=meta(
-        "no, bf16 or fp16 (accelerate).", choices=("no", "bf16", "fp16")))
+        "no, bf16 or fp16 (accelerate), or auto: bf16 where the device computes it natively (CUDA with bf16, "
+        "CPUs with AVX512-BF16/AMX), else no. On an AVX2-only CPU bf16 is emulated: a MiniLM LoRA step took "
+        "56 s instead of 2-4 s.", choices=("no", "bf16", "fp16", "auto")))
     log_every: int = field(default=10, metadata=meta("Log the loss every N steps."))
     checkpoint_every: int = field(
         default=0,

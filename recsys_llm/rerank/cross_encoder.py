@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
 from recsys_llm.config import RerankConfig, section_from_dict
-from recsys_llm.device import resolve_device
+from recsys_llm.device import bf16_native, resolve_device
 from recsys_llm.encoder.backbone import load_backbone, load_tokenizer, pool, resolve_pooling
 from recsys_llm.encoder.lora import apply_lora
 from recsys_llm.io_utils import atomic_dir, atomic_write_json, load_json
@@ -67,8 +67,9 @@ logger = logging.getLogger(__name__)
 _OWN_FILES = ("adapter", "head.safetensors", "reranker.json")
 """What :meth:`CrossEncoder.save` writes; other files in the folder (training logs) are kept."""
 
-SCORING_MODES = ("none", "int8", "bf16")
-"""``quantize`` values of :meth:`CrossEncoder.for_scoring` (``none``: LoRA merged, float32)."""
+SCORING_MODES = ("none", "int8", "bf16", "auto")
+"""``quantize`` values of :meth:`CrossEncoder.for_scoring` (``none``: LoRA merged, float32; ``auto``: ``bf16``
+where the device computes it natively, else ``none``)."""
 
 
 class CrossEncoder(nn.Module, Reranker):
@@ -174,6 +175,8 @@ class CrossEncoder(nn.Module, Reranker):
         """
         if quantize not in SCORING_MODES:
             raise ValueError(f"quantize={quantize!r}; choose one of {', '.join(SCORING_MODES)}")
+        if quantize == "auto":  # emulated bf16 (an AVX2-only CPU) is ~20x slower than float32, not faster
+            quantize = "bf16" if bf16_native(self.device) else "none"
         if self.scoring_only is not None:
             raise ValueError(f"this CrossEncoder is already a scoring-only copy ({self.scoring_only}); "
                              "call for_scoring on the original")
