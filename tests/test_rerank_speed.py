@@ -134,6 +134,23 @@ def test_scoring_copies_agree_with_the_float32_model(backbone_path, tiny_gpt2_pa
     np.testing.assert_allclose(ce.score(users, items), ref, rtol=0, atol=0)  # the original is untouched
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_is_bf16_only_where_the_device_computes_it(tiny_bert_path, monkeypatch, native):
+    """rerank.quantize=auto and train.mixed_precision=auto: bf16 where native, else float32 (emulated bf16 on an
+    AVX2-only CPU is ~20x slower than float32)."""
+    from recsys_llm import device as device_module
+    from recsys_llm.rerank import cross_encoder as module
+
+    monkeypatch.setattr(module, "bf16_native", lambda device: native)
+    monkeypatch.setattr(device_module, "bf16_native", lambda device: native)
+    fast = _model(tiny_bert_path).for_scoring("auto")
+    assert fast.scoring_only == ("bf16" if native else "none")
+    assert next(fast.model.parameters()).dtype == (torch.bfloat16 if native else torch.float32)
+    cpu = torch.device("cpu")
+    assert device_module.training_precision(cpu, "auto") == ("bf16" if native else "no")
+    assert device_module.training_precision(cpu, "fp16") == "fp16"
+
+
 def test_scoring_copy_refuses_training_and_saving(tiny_bert_path, tmp_path):
     ce = _model(tiny_bert_path)
     fast = ce.for_scoring("int8")

@@ -49,7 +49,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from recsys_llm.config import TextConfig, TrainConfig
-from recsys_llm.device import bf16_native, resolve_device
+from recsys_llm.device import resolve_device, training_precision
 from recsys_llm.encoder.model import TwoTowerEncoder
 from recsys_llm.io_utils import atomic_write_json
 from recsys_llm.train.accelerator import broadcast_from_main, gather_objects, make_accelerator
@@ -178,10 +178,7 @@ class _TwoTowerLoop:
         self.encoder, self.pairs, self.item_texts = encoder, pairs, item_texts
         self.text_cfg, self.cfg, self.out = text_cfg, cfg, out
         device = resolve_device(cfg.device)
-        precision = cfg.mixed_precision
-        if precision == "auto":  # bf16 only where it is native: emulated, a CPU step is ~20x slower
-            precision = "bf16" if bf16_native(device) else "no"
-        self.accelerator = make_accelerator(device.type == "cpu", precision)
+        self.accelerator = make_accelerator(device.type == "cpu", training_precision(device, cfg.mixed_precision))
         set_seed(cfg.seed)
         acc = self.accelerator
         self.world, self.rank, self.main = acc.num_processes, acc.process_index, acc.is_main_process
