@@ -32,7 +32,7 @@ install-dev: $(VENV)/.installed-dev
 install-bench: $(VENV)/.installed-bench
 
 # The demo runs every stage on the bundled ml-latest-small, 5-core (3.6k items), with the budget in
-# eval/configs/demo.json: 50 fine-tuning steps in bf16 autocast, a 20-step cross-encoder, a seeded sample of 200
+# eval/configs/demo.json: 50 fine-tuning steps (bf16 autocast where the CPU has it natively), a 20-step cross-encoder, a seeded sample of 200
 # users per slice, few-shot points 0/3/20. It prints a stage timing table at the end. `recsys-llm demo` without
 # --config runs the library defaults (every user, longer training).
 demo: $(VENV)/.installed
