@@ -134,25 +134,23 @@ def item_trust(counts: np.ndarray, confidence: float, n_items: int, power: float
     >>> [round(float(t), 3) for t in item_trust(np.array([0, 3, 30]), 5.0, 4, few=(50.0, 4.0, 20))]
     [0.0, 0.0, 0.857, 0.0]
     """
-    t = _curve(np.asarray(counts, dtype=np.float32)[:n_items], confidence, n_items, power)
+    c = np.zeros(n_items, dtype=np.float32)  # items added after fitting: 0 interactions, so 0 trust on any curve
+    c[: min(len(counts), n_items)] = np.asarray(counts, dtype=np.float32)[:n_items]
+    t = _curve(c, confidence, power)
     if few is not None:
-        c = np.zeros(n_items, dtype=np.float32)
-        c[: min(len(counts), n_items)] = np.asarray(counts, dtype=np.float32)[:n_items]
         low = (c > 0) & (c <= few[2])
-        t[low] = _curve(c, few[0], n_items, few[1])[low]
+        t[low] = _curve(c[low], few[0], few[1])
     return t
 
 
-def _curve(c: np.ndarray, confidence: float, n_items: int, power: float) -> np.ndarray:
-    t = np.zeros(n_items, dtype=np.float32)
+def _curve(c: np.ndarray, confidence: float, power: float) -> np.ndarray:
+    """``c^p / (c^p + confidence^p)`` per count (``c > 0`` when confidence = 0), float32."""
     if confidence == 0:
-        t[: len(c)] = c > 0
-    elif power == 1.0:
-        t[: len(c)] = c / (c + confidence)
-    else:
-        r = (c.astype(np.float64) / confidence) ** power
-        t[: len(c)] = r / (1.0 + r)
-    return t
+        return (c > 0).astype(np.float32)
+    if power == 1.0:
+        return (c / (c + confidence)).astype(np.float32)
+    r = (c.astype(np.float64) / confidence) ** power
+    return (r / (1.0 + r)).astype(np.float32)
 
 
 def trust_key(confidence: float, power: float = 1.0) -> str:
